@@ -1,0 +1,14 @@
+"""chaosgrad: Lyapunov spectra, adjoint shadowing and kernel differentiation for maps in torch.
+
+The library behind the companion book to the thesis "Backpropagation in unstable neural
+networks". Everything is a :class:`Map`, ``x_{n+1} = f_n(x_n; gamma)`` on float64 tensors
+of shape ``(..., dim)``; every algorithm takes a map.
+"""
+
+from . import plotting, systems, training
+from .maps import Map, parameter
+from .validation import NonFiniteStateError
+
+__version__ = "0.1.0"
+
+__all__ = ["Map", "NonFiniteStateError", "parameter", "plotting", "systems", "training", "__version__"]

@@ -1,0 +1,218 @@
+r"""The one abstraction of chaosgrad: a discrete-time map on torch tensors.
+
+A map is a (possibly time-dependent) function
+
+.. math::  x_{n+1} = f_n(x_n; \gamma), \qquad x_n \in \mathbb{R}^d,
+
+applied to tensors of shape ``(..., d)``: the last axis is the state, leading axes are an
+ensemble of independent copies. A deep network is such a map with the layer index as time
+``n``; a recurrent (tied-weight) network is autonomous; an ODE enters through its time-``h``
+map; gradient descent is the map :math:`\theta \mapsto \theta - \alpha \nabla L(\theta)`.
+
+Every algorithm of chaosgrad needs only three things from a map: ``step``, the tangent map
+``jvp`` (:math:`V \mapsto Df_n(x) V`) and the adjoint map ``vjp``
+(:math:`W \mapsto Df_n(x)^\top W`), plus derivatives with respect to the parameters
+:math:`\gamma` (``param_jvp``, ``param_vjp``). Only ``step`` must be written; the others are
+formed by :mod:`torch.func` and may be replaced by closed forms for speed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .progress import progress_range
+from .validation import as_state, check_finite, check_tangent
+
+__all__ = ["Map", "parameter"]
+
+
+def parameter(value: Any) -> torch.nn.Parameter:
+    """A float64 map parameter, differentiated by :mod:`torch.func` (not by recorded autograd)."""
+    return torch.nn.Parameter(torch.as_tensor(value, dtype=torch.float64), requires_grad=False)
+
+
+class Map(torch.nn.Module):
+    r"""Base class of every map :math:`x_{n+1} = f_n(x_n; \gamma)`.
+
+    Subclass it, set ``dim`` and define :meth:`step`. Parameters :math:`\gamma` are
+    registered with :func:`parameter` (a float64 :class:`torch.nn.Parameter` with
+    ``requires_grad=False``: chaosgrad differentiates with :mod:`torch.func`, not by
+    recording autograd graphs), so that
+    :meth:`param_jvp` and :meth:`param_vjp` can differentiate with respect to them.
+
+    To supply a closed-form Jacobian, override :meth:`_jvp` and :meth:`_vjp` (the public
+    :meth:`jvp` and :meth:`vjp` check shapes first and then call them).
+
+    Examples
+    --------
+    >>> import torch, chaosgrad
+    >>> class Tent(chaosgrad.Map):
+    ...     dim = 1
+    ...     def __init__(self, mu=1.9):
+    ...         super().__init__()
+    ...         self.mu = chaosgrad.parameter(mu)
+    ...     def step(self, x, n=0):
+    ...         return self.mu * torch.minimum(x, 1 - x)
+    >>> Tent().trajectory(torch.tensor([0.2], dtype=torch.float64), 3).squeeze(-1)
+    tensor([0.2000, 0.3800, 0.7220, 0.5282], dtype=torch.float64)
+    """
+
+    dim: int
+
+    # -- the map ------------------------------------------------------------------------
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        """Apply :math:`f_n` to states ``x`` of shape ``(..., dim)``; return the same shape.
+
+        Leading axes must be treated independently (an ensemble): the output of one member
+        may not depend on another.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define step(self, x, n=0)")
+
+    def forward(self, x: Tensor, n: int = 0) -> Tensor:
+        """``map(x, n)``: :meth:`step` after checking the shape of ``x``."""
+        return self.step(self.check_state(x), n)
+
+    def check_state(self, x: Any, name: str = "x") -> Tensor:
+        """Return ``x`` as a float tensor of shape ``(..., dim)``, or raise a clear error."""
+        return as_state(x, self.dim, name=name, owner=type(self).__name__)
+
+    def trajectory(self, x0: Any, steps: int, n0: int = 0, progress: bool | None = None) -> Tensor:
+        """The orbit :math:`x_{n_0}, x_{n_0+1}, \\dots, x_{n_0+\\text{steps}}`.
+
+        Parameters
+        ----------
+        x0
+            Initial state(s), shape ``(..., dim)``.
+        steps
+            Number of steps, >= 0.
+        n0
+            Time index of ``x0`` (for time-dependent maps such as the layers of a network).
+        progress
+            Show a progress bar; ``None`` shows one only in an interactive terminal.
+
+        Returns
+        -------
+        Tensor of shape ``(steps + 1, ..., dim)``.
+
+        Raises
+        ------
+        NonFiniteStateError
+            If a state becomes inf or NaN; the message names the step.
+        """
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be a whole number >= 0; got steps = {steps}")
+        x = check_finite(self.check_state(x0, "x0"), "initial state x0", step=n0)
+        out = x.new_empty((int(steps) + 1, *x.shape))
+        out[0] = x
+        with torch.no_grad():
+            for i in progress_range(int(steps), progress, desc=f"{type(self).__name__} trajectory"):
+                x = check_finite(self.step(x, n0 + i), "state", step=n0 + i + 1)
+                out[i + 1] = x
+        return out
+
+    # -- derivatives with respect to the state --------------------------------------------
+    def jvp(self, x: Tensor, V: Tensor, n: int = 0) -> Tensor:
+        r"""Tangent map: :math:`Df_n(x)\,V` for ``V`` of shape ``(..., dim, k)``.
+
+        The leading axes of ``V`` broadcast against the ensemble axes of ``x``; the result
+        has the broadcast shape ``(..., dim, k)``.
+        """
+        x = self.check_state(x)
+        V = check_tangent(V, x, self.dim, "V", type(self).__name__)
+        x, V = _broadcast(x, V)
+        return self._jvp(x, V, n)
+
+    def vjp(self, x: Tensor, W: Tensor, n: int = 0) -> Tensor:
+        r"""Adjoint map: :math:`Df_n(x)^\top W` for ``W`` of shape ``(..., dim, k)``.
+
+        One step of backpropagation: the columns of ``W`` are covectors at
+        :math:`x_{n+1}` pulled back to :math:`x_n`.
+        """
+        x = self.check_state(x)
+        W = check_tangent(W, x, self.dim, "W", type(self).__name__)
+        x, W = _broadcast(x, W)
+        return self._vjp(x, W, n)
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        """Default tangent map by forward-mode :func:`torch.func.jvp`, vmapped over columns."""
+
+        def column(v: Tensor) -> Tensor:
+            return torch.func.jvp(lambda y: self.step(y, n), (x,), (v,))[1]
+
+        return torch.func.vmap(column, in_dims=-1, out_dims=-1)(V)
+
+    def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        """Default adjoint map by reverse-mode :func:`torch.func.vjp`, vmapped over columns."""
+        _, pullback = torch.func.vjp(lambda y: self.step(y, n), x)
+        return torch.func.vmap(lambda w: pullback(w)[0], in_dims=-1, out_dims=-1)(W)
+
+    # -- derivatives with respect to the parameters ---------------------------------------
+    def params(self) -> dict[str, Tensor]:
+        r"""The differentiable parameters :math:`\gamma`, by name."""
+        return dict(self.named_parameters())
+
+    def param_jvp(self, x: Tensor, dgamma: dict[str, Any], n: int = 0) -> Tensor:
+        r"""Directional derivative :math:`\sum_j \partial f_n/\partial\gamma_j \,\delta\gamma_j`.
+
+        Parameters
+        ----------
+        x
+            States, shape ``(..., dim)``.
+        dgamma
+            Perturbation of some parameters, by name (see :meth:`params`); parameters not
+            named are held fixed.
+
+        Returns
+        -------
+        Tensor of shape ``(..., dim)``.
+        """
+        x = self.check_state(x)
+        params = self.params()
+        unknown = set(dgamma) - set(params)
+        if unknown:
+            raise KeyError(f"unknown parameter(s) {sorted(unknown)} for {type(self).__name__}; it has {sorted(params)}")
+        tangents = {
+            k: torch.as_tensor(dgamma[k], dtype=p.dtype).expand_as(p) if k in dgamma else torch.zeros_like(p)
+            for k, p in params.items()
+        }
+        return torch.func.jvp(lambda p: self._call_with(p, x, n), (params,), (tangents,))[1]
+
+    def param_vjp(self, x: Tensor, w: Tensor, n: int = 0) -> dict[str, Tensor]:
+        r"""Per-member gradients :math:`(\partial f_n/\partial\gamma)^\top w` for every parameter.
+
+        Parameters
+        ----------
+        x, w
+            States and covectors, both of shape ``(..., dim)``.
+
+        Returns
+        -------
+        dict mapping each parameter name to a tensor of shape ``(..., *param.shape)``: for
+        every ensemble member, :math:`\partial \langle w, f_n(x;\gamma)\rangle / \partial\gamma`.
+        """
+        x = self.check_state(x)
+        w = self.check_state(w, "w")
+        batch = torch.broadcast_shapes(x.shape[:-1], w.shape[:-1])
+        xf = x.expand(*batch, self.dim).reshape(-1, self.dim)
+        wf = w.expand(*batch, self.dim).reshape(-1, self.dim)
+        params = self.params()
+
+        def one(xb: Tensor, wb: Tensor) -> dict[str, Tensor]:
+            _, pullback = torch.func.vjp(lambda p: self._call_with(p, xb, n), params)
+            return pullback(wb)[0]
+
+        grads = torch.func.vmap(one)(xf, wf)
+        return {k: g.reshape(*batch, *params[k].shape) for k, g in grads.items()}
+
+    def _call_with(self, params: dict[str, Tensor], x: Tensor, n: int) -> Tensor:
+        """``step`` with the parameters replaced by ``params`` (for :mod:`torch.func`)."""
+        return torch.func.functional_call(self, params, (x, n))
+
+
+def _broadcast(x: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
+    """Expand states ``(..., d)`` and columns ``(..., d, k)`` to a common ensemble shape."""
+    batch = torch.broadcast_shapes(x.shape[:-1], V.shape[:-2])
+    return x.expand(*batch, x.shape[-1]), V.expand(*batch, *V.shape[-2:])

@@ -1,0 +1,180 @@
+r"""Classical chaotic maps with known Lyapunov exponents, and additive noise for any map.
+
+These are the benchmarks every algorithm of the book is validated on:
+
+==============  ====================================  ==========================
+map             Lyapunov exponents (reference)         source
+==============  ====================================  ==========================
+Henon 1.4, 0.3  0.4194, -1.6233 per step (sum ln 0.3)  Henon (1976); Sprott (2003)
+logistic r = 4  ln 2 per step                          exact (conjugate to the tent map)
+Lorenz-63       0.9056, 0, -14.5723 per unit time      Lorenz (1963); Sprott (2003)
+==============  ====================================  ==========================
+
+References
+----------
+M. Henon, "A two-dimensional mapping with a strange attractor", Commun. Math. Phys. 50 (1976).
+E. N. Lorenz, "Deterministic nonperiodic flow", J. Atmos. Sci. 20 (1963).
+J. C. Sprott, *Chaos and Time-Series Analysis*, Oxford University Press (2003).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .maps import Map, parameter
+from .validation import check_positive
+
+__all__ = ["Henon", "Logistic", "Lorenz63", "Noisy"]
+
+
+class Henon(Map):
+    r"""The Hénon map :math:`(x, y) \mapsto (1 - a x^2 + y,\; b x)`.
+
+    Its Jacobian :math:`\begin{pmatrix} -2ax & 1 \\ b & 0 \end{pmatrix}` has determinant
+    :math:`-b`, so the exponents sum to :math:`\ln b` exactly. Closed-form ``jvp``/``vjp``.
+
+    Parameters
+    ----------
+    a, b
+        Parameters; the classical chaotic values are ``a = 1.4``, ``b = 0.3``.
+    """
+
+    dim = 2
+
+    def __init__(self, a: float = 1.4, b: float = 0.3) -> None:
+        super().__init__()
+        self.a = parameter(a)
+        self.b = parameter(b)
+
+    def extra_repr(self) -> str:
+        return f"a={self.a.item():g}, b={self.b.item():g}"
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        u, v = x[..., 0], x[..., 1]
+        return torch.stack((1 - self.a * u**2 + v, self.b * u), dim=-1)
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        u = x[..., 0, None]
+        return torch.stack((-2 * self.a * u * V[..., 0, :] + V[..., 1, :], self.b * V[..., 0, :]), dim=-2)
+
+    def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        u = x[..., 0, None]
+        return torch.stack((-2 * self.a * u * W[..., 0, :] + self.b * W[..., 1, :], W[..., 0, :]), dim=-2)
+
+
+class Logistic(Map):
+    r"""The logistic map :math:`x \mapsto r x (1 - x)` on :math:`[0, 1]`, ``dim = 1``.
+
+    At ``r = 4`` it is conjugate to the tent map and its Lyapunov exponent is
+    :math:`\ln 2` exactly. Closed-form ``jvp``/``vjp``: :math:`Df = r(1 - 2x)`.
+    """
+
+    dim = 1
+
+    def __init__(self, r: float = 4.0) -> None:
+        super().__init__()
+        self.r = parameter(r)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r.item():g}"
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        return self.r * x * (1 - x)
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        return (self.r * (1 - 2 * x))[..., None] * V
+
+    _vjp = _jvp  # a 1 x 1 Jacobian is its own transpose
+
+
+class Lorenz63(Map):
+    r"""The time-``dt`` map of the Lorenz-63 flow by one classical Runge–Kutta (RK4) step.
+
+    .. math::  \dot x = \sigma (y - x), \quad \dot y = x(\rho - z) - y, \quad \dot z = x y - \beta z.
+
+    Exponents of the map are per step; divide by ``dt`` for exponents per unit time. The
+    divergence of the flow is :math:`-(\sigma + 1 + \beta)`, so the exponents per unit time
+    sum to that (up to the RK4 error, :math:`O(dt^4)`). Tangent and adjoint maps are the
+    exact derivatives of the RK4 step, by :mod:`torch.func`.
+    """
+
+    dim = 3
+
+    def __init__(self, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0, dt: float = 0.01) -> None:
+        super().__init__()
+        self.sigma = parameter(sigma)
+        self.rho = parameter(rho)
+        self.beta = parameter(beta)
+        self.dt = check_positive(dt, "dt")
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma.item():g}, rho={self.rho.item():g}, beta={self.beta.item():.6g}, dt={self.dt:g}"
+
+    def vector_field(self, x: Tensor) -> Tensor:
+        """The Lorenz-63 vector field at states ``x`` of shape ``(..., 3)``."""
+        u, v, w = x[..., 0], x[..., 1], x[..., 2]
+        return torch.stack((self.sigma * (v - u), u * (self.rho - w) - v, u * v - self.beta * w), dim=-1)
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        h = self.dt
+        k1 = self.vector_field(x)
+        k2 = self.vector_field(x + 0.5 * h * k1)
+        k3 = self.vector_field(x + 0.5 * h * k2)
+        k4 = self.vector_field(x + h * k3)
+        return x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+class Noisy(Map):
+    r"""Additive Gaussian noise on any map: :math:`x_{n+1} = f_n(x_n) + \sigma \xi_n`.
+
+    :math:`\xi_n \sim N(0, I)` are drawn from an explicit :class:`torch.Generator`, so a run
+    is reproducible from its seed. The noise is additive, so the tangent and adjoint maps
+    and the parameter derivatives are those of the wrapped map, and the parameters
+    :math:`\gamma` are the wrapped map's (same names).
+
+    Parameters
+    ----------
+    map
+        The deterministic map :math:`f`.
+    sigma
+        Noise amplitude, > 0.
+    generator
+        Source of the noise; ``None`` makes a new CPU generator seeded with ``seed``.
+    seed
+        Seed used when ``generator`` is ``None``.
+    """
+
+    def __init__(self, map: Map, sigma: float, generator: torch.Generator | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if not isinstance(map, Map):
+            raise TypeError(f"Noisy wraps a chaosgrad.Map; got {type(map).__name__}")
+        self.map = map
+        self.dim = map.dim
+        self.sigma = check_positive(sigma, "sigma")
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma:g}"
+
+    def noise(self, like: Tensor) -> Tensor:
+        r"""A draw of :math:`\xi \sim N(0, I)` with the shape, dtype and device of ``like``."""
+        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        return self.map.step(x, n) + self.sigma * self.noise(x)
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        return self.map._jvp(x, V, n)
+
+    def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        return self.map._vjp(x, W, n)
+
+    def params(self) -> dict[str, Tensor]:
+        return self.map.params()
+
+    def param_jvp(self, x: Tensor, dgamma: dict, n: int = 0) -> Tensor:
+        return self.map.param_jvp(x, dgamma, n)
+
+    def param_vjp(self, x: Tensor, w: Tensor, n: int = 0) -> dict[str, Tensor]:
+        return self.map.param_vjp(x, w, n)

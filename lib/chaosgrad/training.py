@@ -1,0 +1,152 @@
+r"""Training as a dynamical system: gradient descent is a map on parameter space.
+
+Full-batch gradient descent with learning rate :math:`\alpha` on a loss :math:`L` is the map
+
+.. math::  \theta_{t+1} = g(\theta_t) = \theta_t - \alpha \nabla L(\theta_t),
+
+whose Jacobian is :math:`Dg(\theta) = I - \alpha \nabla^2 L(\theta)`: the identity minus the
+learning rate times the Hessian, never the identity alone (the draft's eq. (27)-(30)).
+Its tangent map is a Hessian-vector product, so Lyapunov exponents of training never need
+the dense Hessian.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .maps import Map, parameter
+from .validation import check_positive
+
+__all__ = ["GradientDescent", "SigmoidMLP", "cross_entropy"]
+
+
+class GradientDescent(Map):
+    r"""The gradient-descent map :math:`\theta \mapsto \theta - \alpha \nabla L(\theta)`.
+
+    Parameters
+    ----------
+    loss
+        :math:`L`, a function of one flat parameter vector of shape ``(dim,)`` returning a
+        scalar tensor; it must be differentiable by :mod:`torch.func` (no in-place updates
+        of captured tensors, no ``.item()``).
+    dim
+        Number of parameters.
+    lr
+        Learning rate :math:`\alpha > 0`; a map parameter, so derivatives with respect to
+        it are available through :meth:`param_jvp`.
+
+    Notes
+    -----
+    Ensembles of parameter vectors ``(..., dim)`` are handled by :func:`torch.func.vmap`;
+    the tangent map (the default :meth:`Map.jvp`, forward over reverse mode) returns
+    :math:`(I - \alpha H) V` column by column without forming :math:`H`.
+    """
+
+    def __init__(self, loss: Callable[[Tensor], Tensor], dim: int, lr: float) -> None:
+        super().__init__()
+        if not callable(loss):
+            raise TypeError(f"loss must be a callable of a flat parameter vector; got {type(loss).__name__}")
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"dim must be a whole number >= 1; got dim = {dim}")
+        self.loss = loss
+        self.dim = int(dim)
+        self.lr = parameter(check_positive(lr, "lr"))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, lr={self.lr.item():g}"
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        flat = x.reshape(-1, self.dim)
+        grads = torch.func.vmap(torch.func.grad(self.loss))(flat)
+        return x - self.lr * grads.reshape(x.shape)
+
+
+def cross_entropy(probs: Tensor, targets: Tensor) -> Tensor:
+    r"""Mean cross-entropy :math:`L = -\frac1k \sum_{i=1}^k \sum_j t^i_j \log y^i_j`.
+
+    Parameters
+    ----------
+    probs
+        Predicted class probabilities :math:`Y`, shape ``(k, classes)``, rows summing to 1.
+    targets
+        One-hot (or probability) labels :math:`T`, the same shape.
+
+    Notes
+    -----
+    The labels :math:`t` weight the log-probabilities. The draft's eq. (17) writes
+    :math:`y \log y` instead, which is the entropy of the predictions and does not depend on
+    the labels at all.
+    """
+    if probs.shape != targets.shape:
+        raise ValueError(f"probs and targets must have the same shape (k, classes); got {tuple(probs.shape)} and {tuple(targets.shape)}")
+    return -(targets * torch.log(probs)).sum(-1).mean()
+
+
+class SigmoidMLP:
+    r"""The draft's fully connected network with one sigmoid hidden layer and a softmax output.
+
+    With the draft's row convention (a batch :math:`X \in \mathbb{R}^{k\times n_0}`, one sample
+    per row) and sizes :math:`(n_0, n_1, n_2)`:
+
+    .. math::
+        A_1 = X W_1 + b_1,\quad Z_1 = \operatorname{sigmoid}(A_1) = \frac{1}{1 + e^{-A_1}},\quad
+        A_2 = Z_1 W_2 + b_2,\quad Y = \operatorname{softmax}(A_2),
+
+    with :math:`W_1 \in \mathbb{R}^{n_0\times n_1}`, :math:`W_2 \in \mathbb{R}^{n_1\times n_2}`.
+    All parameters live in one flat vector :math:`\theta` ordered :math:`(W_1, b_1, W_2, b_2)`,
+    as in the draft's eq. (18); for sizes ``(784, 50, 10)`` it has 39,760 entries.
+
+    Parameters
+    ----------
+    sizes
+        Layer widths :math:`(n_0, n_1, n_2)`.
+    """
+
+    def __init__(self, sizes: tuple[int, int, int] = (784, 50, 10)) -> None:
+        if len(sizes) != 3 or any(int(s) != s or s < 1 for s in sizes):
+            raise ValueError(f"sizes must be three whole numbers >= 1 (input, hidden, output); got {sizes}")
+        self.sizes = tuple(int(s) for s in sizes)
+        n0, n1, n2 = self.sizes
+        self.shapes = ((n0, n1), (n1,), (n1, n2), (n2,))
+        self.num_params = n0 * n1 + n1 + n1 * n2 + n2
+
+    def __repr__(self) -> str:
+        return f"SigmoidMLP(sizes={self.sizes}, num_params={self.num_params})"
+
+    def unflatten(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Split a flat parameter vector into :math:`(W_1, b_1, W_2, b_2)`."""
+        if theta.shape != (self.num_params,):
+            raise ValueError(f"theta must have shape ({self.num_params},) for {self!r}; got {tuple(theta.shape)}")
+        parts, start = [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            parts.append(theta[start : start + size].reshape(shape))
+            start += size
+        return tuple(parts)
+
+    def init(self, seed: int = 0) -> Tensor:
+        r"""Random parameters: weights :math:`N(0, 1/\text{fan-in})`, biases zero, float64."""
+        g = torch.Generator().manual_seed(seed)
+        parts = []
+        for shape in self.shapes:
+            if len(shape) == 2:
+                parts.append(torch.randn(shape, generator=g, dtype=torch.float64).flatten() / shape[0] ** 0.5)
+            else:
+                parts.append(torch.zeros(shape, dtype=torch.float64))
+        return torch.cat(parts)
+
+    def probabilities(self, theta: Tensor, X: Tensor) -> Tensor:
+        """Class probabilities :math:`Y`, shape ``(k, n_2)``, for inputs ``X`` of shape ``(k, n_0)``."""
+        W1, b1, W2, b2 = self.unflatten(theta)
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ValueError(f"X must have shape (k, {self.sizes[0]}); got {tuple(X.shape)}")
+        Z1 = torch.sigmoid(X @ W1 + b1)
+        return torch.softmax(Z1 @ W2 + b2, dim=-1)
+
+    def loss(self, theta: Tensor, X: Tensor, T: Tensor) -> Tensor:
+        """Mean cross-entropy of the predictions against one-hot labels ``T`` (shape ``(k, n_2)``)."""
+        return cross_entropy(self.probabilities(theta, X), T)
