@@ -42,6 +42,12 @@ def test_every_code_cell_was_executed_in_order_without_errors(path):
     assert counts == list(range(1, len(cells) + 1)), f"{path.name}: execution counts {counts} are not 1..n (rerun top to bottom)"
     errors = [i for i, c in enumerate(cells) if any(o["output_type"] == "error" for o in c["outputs"])]
     assert not errors, f"{path.name}: code cells {errors} stored an error"
+    silent = [i for i, c in enumerate(cells) if not c["outputs"]]
+    assert not silent, (
+        f"{path.name}: code cells {silent} store no output; with execute_notebooks 'auto' the book "
+        "build would re-execute the notebook instead of rendering the outputs nbval verified "
+        "(end such a cell with a print that reports what it set up)"
+    )
     stderr = [i for i, c in enumerate(cells) if any(o.get("name") == "stderr" for o in c["outputs"])]
     assert not stderr, f"{path.name}: code cells {stderr} stored stderr output (warnings or progress bars)"
 
