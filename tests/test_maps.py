@@ -101,7 +101,7 @@ def test_vjp_matches_central_differences_of_the_dual_pairing(system):
     torch.testing.assert_close(pulled, fd, rtol=FD_RTOL, atol=FD_RTOL * fd.abs().max().item())
 
 
-@pytest.mark.parametrize("name", ["henon", "logistic"])
+@pytest.mark.parametrize("name", ["henon", "logistic", "lorenz63"])
 def test_closed_forms_equal_torch_func(name):
     system = SYSTEMS[name]()
     x = states(system)

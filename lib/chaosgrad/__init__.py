@@ -5,10 +5,23 @@ networks". Everything is a :class:`Map`, ``x_{n+1} = f_n(x_n; gamma)`` on float6
 of shape ``(..., dim)``; every algorithm takes a map.
 """
 
-from . import plotting, systems, training
+from . import lyapunov, plotting, systems, training
+from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
 from .validation import NonFiniteStateError
 
 __version__ = "0.1.0"
 
-__all__ = ["Map", "NonFiniteStateError", "parameter", "plotting", "systems", "training", "__version__"]
+__all__ = [
+    "LyapunovResult",
+    "Map",
+    "NonFiniteStateError",
+    "kaplan_yorke_dimension",
+    "lyapunov",
+    "lyapunov_spectrum",
+    "parameter",
+    "plotting",
+    "systems",
+    "training",
+    "__version__",
+]

@@ -1,0 +1,114 @@
+"""Benettin/QR Lyapunov spectra against reference values and exact identities.
+
+Reference values: Henon (0.4194, -1.6233) and Lorenz-63 (0.9056, 0, -14.5723 per unit
+time) from Sprott (2003); logistic r = 4: ln 2 exactly. The tolerances are those of the
+chapter-1 issue and sit at four or more standard errors of the runs used here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from chaosgrad import NonFiniteStateError
+from chaosgrad.lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
+from chaosgrad.systems import Henon, Logistic, Lorenz63
+
+F64 = torch.float64
+
+
+def henon_ensemble(members=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.tensor([0.1, 0.1], dtype=F64) + 0.01 * torch.randn(members, 2, generator=g, dtype=F64)
+
+
+@pytest.fixture(scope="module")
+def henon_result():
+    return lyapunov_spectrum(Henon(), henon_ensemble(), 4000, warmup=200)
+
+
+def test_henon_exponents_and_their_exact_sum(henon_result):
+    lam = henon_result.exponents
+    assert abs(lam[0] - 0.4194) < 0.005 and abs(lam[1] + 1.6233) < 0.005
+    # sum of log R_ii = log |det| of the product = steps * ln b, up to rounding
+    assert abs(lam.sum() - math.log(0.3)) < 1e-10
+    assert henon_result.stderr.max() < 0.002  # the error bar is small enough to mean something
+    assert abs(henon_result.kaplan_yorke - (1 + lam[0] / abs(lam[1]))) < 1e-12
+
+
+def test_logistic_exponent_is_ln2():
+    x0 = torch.rand(50, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
+    result = lyapunov_spectrum(Logistic(4.0), x0, 4000, warmup=100)
+    assert abs(result.exponents[0] - math.log(2)) < 0.005
+    assert abs(result.exponents[0] - math.log(2)) < 4 * result.stderr[0]
+
+
+def test_lorenz_exponents_per_unit_time():
+    lorenz = Lorenz63(dt=0.01)
+    x0 = torch.tensor([1.0, 1.0, 20.0], dtype=F64) + torch.randn(20, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    result = lyapunov_spectrum(lorenz, x0, 10000, warmup=1000)
+    lam = result.exponents / lorenz.dt
+    assert abs(lam[0] - 0.9056) < 0.02
+    assert abs(lam[1]) < 0.02
+    assert abs(lam.sum() + (10 + 1 + 8 / 3)) < 0.01
+
+
+def test_renormalising_less_often_changes_nothing_but_rounding():
+    """diag(R2 R1) = diag(R2) diag(R1): QR every r steps gives the same exponents exactly."""
+    x0 = henon_ensemble(members=5)
+    every = lyapunov_spectrum(Henon(), x0, 600, renorm_every=1)
+    sparse = lyapunov_spectrum(Henon(), x0, 600, renorm_every=7)
+    auto = lyapunov_spectrum(Henon(), x0, 600, renorm_every="auto")
+    assert auto.renorm_every > 1
+    torch.testing.assert_close(sparse.exponents, every.exponents, rtol=0, atol=1e-10)
+    torch.testing.assert_close(auto.exponents, every.exponents, rtol=0, atol=1e-10)
+
+
+def test_ensemble_size_changes_exponents_within_error_bars(henon_result):
+    small = lyapunov_spectrum(Henon(), henon_ensemble(members=10, seed=1), 4000, warmup=200)
+    diff = (small.exponents - henon_result.exponents).abs()
+    bar = torch.sqrt(small.stderr**2 + henon_result.stderr**2)
+    assert (diff < 4 * bar).all(), (diff, bar)
+
+
+def test_result_fields_are_consistent(henon_result):
+    r = henon_result
+    assert r.finite_time.shape == (4000, 2) and r.finite_time_steps[-1] == 4000
+    torch.testing.assert_close(r.finite_time[-1], r.exponents, rtol=0, atol=1e-12)
+    assert r.basis.shape == (50, 2, 2) and r.final_state.shape == (50, 2)
+    torch.testing.assert_close(r.basis.mT @ r.basis, torch.eye(2, dtype=F64).expand(50, 2, 2), rtol=0, atol=1e-12)
+    assert (r.exponents[:-1] >= r.exponents[1:]).all()
+
+
+def test_kaplan_yorke_dimension():
+    assert kaplan_yorke_dimension(torch.tensor([1.0, -2.0], dtype=F64)) == pytest.approx(1.5, abs=1e-15)
+    assert kaplan_yorke_dimension(torch.tensor([0.5, 0.2, -1.4], dtype=F64)) == pytest.approx(2.5, abs=1e-15)
+    assert kaplan_yorke_dimension(torch.tensor([-0.1, -1.0], dtype=F64)) == 0.0
+    assert kaplan_yorke_dimension(torch.tensor([0.5, 0.1], dtype=F64)) is None  # needs more exponents
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 3}, r"k must be a whole number with 1 <= k <= dim = 2; got k = 3"),
+        ({"k": 0}, r"got k = 0"),
+        ({"steps": 0}, r"steps must be a whole number >= 1; got steps = 0"),
+        ({"warmup": -1}, r"warmup must be a whole number >= 0; got warmup = -1"),
+        ({"renorm_every": 0}, r"renorm_every must be a whole number >= 1 or 'auto'; got 0"),
+        ({"renorm_every": "often"}, r"got 'often'"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    args = {"steps": 10} | kwargs
+    with pytest.raises(ValueError, match=message):
+        lyapunov_spectrum(Henon(), torch.tensor([0.1, 0.1], dtype=F64), **args)
+
+
+def test_diverging_state_and_overflowing_basis_name_the_step():
+    with pytest.raises(NonFiniteStateError, match=r"non-finite state at step \d+"):
+        lyapunov_spectrum(Henon(a=3.0), torch.tensor([1.0, 1.0], dtype=F64), 100)
+    # logistic r = 4 doubles tangent vectors each step: 2^1100 overflows float64
+    with pytest.raises(NonFiniteStateError, match=r"non-finite tangent basis .*lower renorm_every.* at step 1100"):
+        lyapunov_spectrum(Logistic(), torch.tensor([0.3], dtype=F64), 1100, renorm_every=1100)
