@@ -5,7 +5,7 @@ networks". Everything is a :class:`Map`, ``x_{n+1} = f_n(x_n; gamma)`` on float6
 of shape ``(..., dim)``; every algorithm takes a map.
 """
 
-from . import lyapunov, plotting, systems, training
+from . import lyapunov, meanfield, plotting, systems, training
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
 from .validation import NonFiniteStateError
@@ -19,6 +19,7 @@ __all__ = [
     "kaplan_yorke_dimension",
     "lyapunov",
     "lyapunov_spectrum",
+    "meanfield",
     "parameter",
     "plotting",
     "systems",

@@ -1,0 +1,69 @@
+"""Mean-field quantities against exact values and an independent Monte Carlo estimate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from chaosgrad.meanfield import chi1, critical_sigma_w2, gaussian_expectation, q_star, top_exponent
+
+
+def test_quadrature_moments_are_exact():
+    assert gaussian_expectation(lambda z: z**2) == pytest.approx(1.0, abs=1e-13)
+    assert gaussian_expectation(lambda z: z**4) == pytest.approx(3.0, abs=1e-12)
+    assert gaussian_expectation(lambda z: (z > 0).astype(float)) == pytest.approx(0.5, abs=1e-14)
+
+
+def test_linear_and_relu_in_closed_form():
+    # linear: q* = sigma_b2 / (1 - sigma_w2), chi1 = sigma_w2
+    assert q_star("linear", 0.5, 0.1) == pytest.approx(0.2, rel=1e-12)
+    assert chi1("linear", 0.5, 0.1) == pytest.approx(0.5, rel=1e-12)
+    # relu: q* = sigma_b2 / (1 - sigma_w2/2), chi1 = sigma_w2 / 2 (He initialisation is critical)
+    assert q_star("relu", 1.5, 0.1) == pytest.approx(0.4, rel=1e-12)
+    assert chi1("relu", 1.5, 0.1) == pytest.approx(0.75, rel=1e-12)
+
+
+def test_tanh_without_bias_is_critical_at_sigma_w2_one():
+    """q* = 0 for sigma_w2 <= 1, so chi1 = sigma_w2 * tanh'(0)^2 = sigma_w2 and the line sits at 1."""
+    assert q_star("tanh", 0.9, 0.0) == 0.0
+    assert chi1("tanh", 0.9, 0.0) == pytest.approx(0.9, rel=1e-12)
+    assert critical_sigma_w2("tanh", 0.0) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fixed_point_and_chi1_against_monte_carlo():
+    """An independent estimate: 4e6 Gaussian samples, standard errors about 3e-4."""
+    z = np.random.default_rng(0).standard_normal(4_000_000)
+    sw2, sb2 = 2.0, 0.05
+    q = q_star("tanh", sw2, sb2)
+    assert sw2 * np.mean(np.tanh(math.sqrt(q) * z) ** 2) + sb2 == pytest.approx(q, abs=2e-3)
+    mc = sw2 * np.mean((1 - np.tanh(math.sqrt(q) * z) ** 2) ** 2)
+    assert chi1("tanh", sw2, sb2) == pytest.approx(mc, abs=2e-3)
+    assert top_exponent("tanh", sw2, sb2) == pytest.approx(0.5 * math.log(mc), abs=2e-3)
+
+
+def test_critical_line_is_where_chi1_is_one_and_grows_with_bias():
+    lines = [critical_sigma_w2("tanh", sb2) for sb2 in (0.0, 0.05, 0.5)]
+    for sb2, sw2 in zip((0.0, 0.05, 0.5), lines):
+        assert chi1("tanh", sw2, sb2) == pytest.approx(1.0, abs=1e-8)
+    assert lines[0] < lines[1] < lines[2]
+
+
+def test_sigmoid_networks_are_deep_in_the_ordered_phase():
+    """sigmoid'(0) = 1/4: chi1 < 1 until sigma_w2 is about 100."""
+    assert chi1("sigmoid", 1.0, 0.0) < 0.1
+    assert critical_sigma_w2("sigmoid", 0.0, hi=500.0) > 50
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"activation must be one of \['linear', 'relu', 'sigmoid', 'tanh'\]; got 'gelu'"):
+        chi1("gelu", 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"sigma_w2 must be a finite number > 0; got sigma_w2 = 0"):
+        q_star("tanh", 0, 0.0)
+    with pytest.raises(ValueError, match=r"sigma_b2 must be a finite number >= 0; got sigma_b2 = -1"):
+        q_star("tanh", 1.0, -1)
+    with pytest.raises(ValueError, match=r"has no finite fixed point"):
+        q_star("relu", 2.5, 0.0)
+    with pytest.raises(ValueError, match=r"chi1 - 1 does not change sign"):
+        critical_sigma_w2("sigmoid", 0.0)
