@@ -112,3 +112,9 @@ def test_diverging_state_and_overflowing_basis_name_the_step():
     # logistic r = 4 doubles tangent vectors each step: 2^1100 overflows float64
     with pytest.raises(NonFiniteStateError, match=r"non-finite tangent basis .*lower renorm_every.* at step 1100"):
         lyapunov_spectrum(Logistic(), torch.tensor([0.3], dtype=F64), 1100, renorm_every=1100)
+
+
+def test_singular_jacobian_is_reported_not_turned_into_minus_infinity():
+    # the logistic map's derivative vanishes at x = 1/2: the tangent vector collapses to zero
+    with pytest.raises(NonFiniteStateError, match=r"log stretching factors .*singular.* at step 1"):
+        lyapunov_spectrum(Logistic(), torch.tensor([0.5], dtype=F64), 10)

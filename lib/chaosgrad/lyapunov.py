@@ -214,6 +214,7 @@ def lyapunov_spectrum(
             if (i + 1) % r == 0 or i + 1 == steps:
                 check_finite(Q, "tangent basis (renormalise more often: lower renorm_every)", step=n + 1)
                 Q, lr = _qr_positive(Q)
+                check_finite(lr, "log stretching factors (a tangent vector collapsed: the Jacobian is singular here)", step=n + 1)
                 logs.append(lr)
                 ends.append(i + 1)
 

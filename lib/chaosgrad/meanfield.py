@@ -105,7 +105,7 @@ def q_star(activation: str, sigma_w2: float, sigma_b2: float, tol: float = 1e-15
                 f"the length map of a {activation} network with sigma_w2 = {sigma_w2}, sigma_b2 = {sigma_b2} "
                 "has no finite fixed point: activations grow without bound"
             )
-    while hi - lo > tol * max(hi, 1e-300) and hi > 1e-300:
+    while hi - lo > tol * hi and hi > 1e-30:  # below 1e-30, q* = 0 for every purpose here
         mid = 0.5 * (lo + hi)
         if G(mid) >= 0:
             lo = mid
