@@ -7,13 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from chaosgrad.meanfield import chi1, critical_sigma_w2, gaussian_expectation, q_star, top_exponent
+from chaosgrad.meanfield import (
+    c_star,
+    chi1,
+    correlation_depth,
+    critical_sigma_w2,
+    gaussian_expectation,
+    q_star,
+    top_exponent,
+)
 
 
 def test_quadrature_moments_are_exact():
     assert gaussian_expectation(lambda z: z**2) == pytest.approx(1.0, abs=1e-13)
     assert gaussian_expectation(lambda z: z**4) == pytest.approx(3.0, abs=1e-12)
-    assert gaussian_expectation(lambda z: (z > 0).astype(float)) == pytest.approx(0.5, abs=1e-14)
+    assert gaussian_expectation(lambda z: (z > 0).double()) == pytest.approx(0.5, abs=1e-14)
 
 
 def test_linear_and_relu_in_closed_form():
@@ -54,6 +62,35 @@ def test_sigmoid_networks_are_deep_in_the_ordered_phase():
     """sigmoid'(0) = 1/4: chi1 < 1 until sigma_w2 is about 100."""
     assert chi1("sigmoid", 1.0, 0.0) < 0.1
     assert critical_sigma_w2("sigmoid", 0.0, hi=500.0) > 50
+
+
+def test_correlation_depth_in_the_ordered_phase_is_that_of_chi1():
+    assert c_star("tanh", 1.5, 0.05) == 1.0
+    assert correlation_depth("tanh", 1.5, 0.05) == pytest.approx(-1 / math.log(chi1("tanh", 1.5, 0.05)), rel=1e-12)
+
+
+def test_chaotic_correlation_fixed_point_and_depth_against_monte_carlo():
+    """Independent estimate: the correlation map C(c) by 4e6 Gaussian pairs (common random
+    numbers for the difference quotient). C(c*) = c* and C'(c*) = exp(-1/xi_c)."""
+    rng = np.random.default_rng(1)
+    z1, z2 = rng.standard_normal((2, 4_000_000))
+    sw2, sb2 = 2.0, 0.05
+    q, c = q_star("tanh", sw2, sb2), c_star("tanh", sw2, sb2)
+
+    def corr_map(cc):
+        u1, u2 = math.sqrt(q) * z1, math.sqrt(q) * (cc * z1 + math.sqrt(1 - cc * cc) * z2)
+        return (sw2 * np.mean(np.tanh(u1) * np.tanh(u2)) + sb2) / q
+
+    assert 0.5 < c < 0.95
+    assert corr_map(c) == pytest.approx(c, abs=2e-3)
+    slope = (corr_map(c + 0.01) - corr_map(c - 0.01)) / 0.02
+    assert slope == pytest.approx(math.exp(-1 / correlation_depth("tanh", sw2, sb2)), abs=5e-3)
+
+
+def test_correlation_depth_diverges_at_the_critical_line():
+    crit = critical_sigma_w2("tanh", 0.05)
+    depths = [correlation_depth("tanh", s, 0.05) for s in (crit - 0.3, crit - 0.03, crit + 0.03, crit + 0.3)]
+    assert depths[1] > 5 * depths[0] and depths[2] > 5 * depths[3]
 
 
 def test_bad_inputs():

@@ -5,7 +5,7 @@ networks". Everything is a :class:`Map`, ``x_{n+1} = f_n(x_n; gamma)`` on float6
 of shape ``(..., dim)``; every algorithm takes a map.
 """
 
-from . import lyapunov, meanfield, plotting, systems, training
+from . import activations, lyapunov, meanfield, networks, plotting, systems, training
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
 from .validation import NonFiniteStateError
@@ -16,10 +16,12 @@ __all__ = [
     "LyapunovResult",
     "Map",
     "NonFiniteStateError",
+    "activations",
     "kaplan_yorke_dimension",
     "lyapunov",
     "lyapunov_spectrum",
     "meanfield",
+    "networks",
     "parameter",
     "plotting",
     "systems",

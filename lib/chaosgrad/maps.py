@@ -125,6 +125,22 @@ class Map(torch.nn.Module):
         x, V = _broadcast(x, V)
         return self._jvp(x, V, n)
 
+    def step_jvp(self, x: Tensor, V: Tensor, n: int = 0) -> tuple[Tensor, Tensor]:
+        r"""One step of the state and its tangent vectors together: :math:`(f_n(x),\, Df_n(x)\,V)`.
+
+        Algorithms that advance both (Lyapunov spectra) call this; a map whose step and
+        Jacobian share work (a network layer's pre-activation) may override
+        :meth:`_step_jvp` to do it once.
+        """
+        x = self.check_state(x)
+        V = check_tangent(V, x, self.dim, "V", type(self).__name__)
+        x, V = _broadcast(x, V)
+        return self._step_jvp(x, V, n)
+
+    def _step_jvp(self, x: Tensor, V: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """Default: :meth:`step` and :meth:`_jvp` separately."""
+        return self.step(x, n), self._jvp(x, V, n)
+
     def vjp(self, x: Tensor, W: Tensor, n: int = 0) -> Tensor:
         r"""Adjoint map: :math:`Df_n(x)^\top W` for ``W`` of shape ``(..., dim, k)``.
 

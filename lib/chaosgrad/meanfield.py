@@ -15,7 +15,16 @@ the fixed point is
 so tangent vectors (and backpropagated gradients) grow like :math:`\chi_1^{l/2}`: the top
 Lyapunov exponent per layer is :math:`\lambda_1 = \tfrac12 \ln \chi_1`. The network is
 ordered (vanishing gradients) for :math:`\chi_1 < 1` and chaotic (exploding gradients) for
-:math:`\chi_1 > 1` (Schoenholz et al. 2017). Expectations use Gauss-Hermite quadrature.
+:math:`\chi_1 > 1` (Schoenholz et al. 2017).
+
+Two inputs with correlation :math:`c_l` follow the *correlation map*
+:math:`c_{l+1} = (\sigma_w^2 \mathbb{E}[\phi(u_1)\phi(u_2)] + \sigma_b^2)/q^*`, with
+:math:`u_1 = \sqrt{q^*} z_1`, :math:`u_2 = \sqrt{q^*}(c_l z_1 + \sqrt{1 - c_l^2}\, z_2)`. Its
+stable fixed point :math:`c^*` is 1 in the ordered phase and below 1 in the chaotic phase;
+correlations approach it like :math:`e^{-l/\xi_c}`, with the *correlation depth*
+:math:`\xi_c = -1/\ln \chi_c`, :math:`\chi_c = \sigma_w^2 \mathbb{E}[\phi'(u_1)\phi'(u_2)]` at
+:math:`c^*`. It diverges on the order-to-chaos line: only there can signals cross arbitrarily
+many layers. Expectations use Gauss-Hermite quadrature.
 
 References
 ----------
@@ -29,44 +38,44 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import torch
+from torch import Tensor
 
-__all__ = ["ACTIVATIONS", "chi1", "critical_sigma_w2", "gaussian_expectation", "q_star", "top_exponent"]
+from .activations import activation as _activation
 
-Array = np.ndarray
+__all__ = [
+    "c_star",
+    "chi1",
+    "correlation_depth",
+    "critical_sigma_w2",
+    "gaussian_expectation",
+    "q_star",
+    "top_exponent",
+]
 
-
-def _sigmoid(u: Array) -> Array:
-    return 0.5 * (1 + np.tanh(u / 2))
-
-
-#: activation name -> (phi, phi')
-ACTIVATIONS: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]] = {
-    "tanh": (np.tanh, lambda u: 1 - np.tanh(u) ** 2),
-    "sigmoid": (_sigmoid, lambda u: _sigmoid(u) * (1 - _sigmoid(u))),
-    "relu": (lambda u: np.maximum(u, 0), lambda u: (u > 0).astype(float)),
-    "linear": (lambda u: u, lambda u: np.ones_like(u)),
-}
-
-_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(200)
-_WEIGHTS = _WEIGHTS / math.sqrt(2 * math.pi)
+_nodes, _weights = np.polynomial.hermite_e.hermegauss(200)
+_NODES = torch.from_numpy(_nodes)
+_WEIGHTS = torch.from_numpy(_weights / math.sqrt(2 * math.pi))
 
 
-def gaussian_expectation(g: Callable[[Array], Array]) -> float:
+def gaussian_expectation(g: Callable[[Tensor], Tensor]) -> float:
     r""":math:`\mathbb{E}[g(z)]`, :math:`z \sim N(0,1)`, by 200-point Gauss-Hermite quadrature.
 
     Exact for polynomials of degree up to 399; for the smooth activations here the error is
     at rounding level. The nodes are symmetric and avoid :math:`z = 0`, so ReLU's kink is
     handled exactly: :math:`\mathbb{E}[1\{z>0\}] = 1/2` and :math:`\mathbb{E}[\max(z,0)^2] = 1/2`
-    up to rounding.
+    up to rounding. ``g`` maps a float64 tensor of nodes to values at those nodes.
     """
-    return float(np.dot(_WEIGHTS, g(_NODES)))
+    return float(_WEIGHTS @ g(_NODES))
 
 
-def _activation(name: str) -> tuple[Callable[[Array], Array], Callable[[Array], Array]]:
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}") from None
+def _pair_expectation(f: Callable[[Tensor], Tensor], q: float, c: float) -> float:
+    r""":math:`\mathbb{E}[f(u_1) f(u_2)]` for centred Gaussians of variance ``q`` and correlation ``c``
+    (tensor-product Gauss-Hermite rule, 200 x 200 nodes)."""
+    s = math.sqrt(q)
+    z1, z2 = _NODES[:, None], _NODES[None, :]
+    u2 = s * (c * z1 + math.sqrt(max(1 - c * c, 0.0)) * z2)
+    return float(_WEIGHTS @ (f(s * z1) * f(u2)) @ _WEIGHTS)
 
 
 def _check_variances(sigma_w2: float, sigma_b2: float) -> None:
@@ -148,3 +157,46 @@ def critical_sigma_w2(activation: str, sigma_b2: float, lo: float = 0.05, hi: fl
         else:
             lo = mid
     return 0.5 * (lo + hi)
+
+
+def c_star(activation: str, sigma_w2: float, sigma_b2: float) -> float:
+    r"""Stable fixed point :math:`c^*` of the correlation map (1 in the ordered phase).
+
+    In the chaotic phase (:math:`\chi_1 > 1`) the fixed point :math:`c = 1` is unstable and
+    :math:`c^* < 1` is the root of :math:`C(c) - c` on :math:`[0, 1)`, found by bisection
+    (:math:`C(0) \ge 0`; just below 1, :math:`C(c) < c`).
+    """
+    if chi1(activation, sigma_w2, sigma_b2) <= 1:
+        return 1.0
+    phi, _ = _activation(activation)
+    q = q_star(activation, sigma_w2, sigma_b2)
+
+    def gap(c: float) -> float:
+        return (sigma_w2 * _pair_expectation(phi, q, c) + sigma_b2) / q - c
+
+    lo, hi = 0.0, 0.5
+    while gap(hi) >= 0:  # walk hi towards 1 until C(hi) < hi
+        lo, hi = hi, 1 - 0.5 * (1 - hi)
+        if 1 - hi < 1e-12:
+            return 1.0  # numerically on the critical line
+    while hi - lo > 1e-13:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if gap(mid) >= 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def correlation_depth(activation: str, sigma_w2: float, sigma_b2: float) -> float:
+    r"""Correlation depth :math:`\xi_c = -1/\ln \chi_c`, in layers (``inf`` on the critical line).
+
+    :math:`\chi_c = \sigma_w^2\,\mathbb{E}[\phi'(u_1)\phi'(u_2)]` at the stable fixed point
+    :math:`c^*` of the correlation map is the slope of that map there, so correlations
+    relax to :math:`c^*` like :math:`e^{-l/\xi_c}` (Schoenholz et al. 2017, eq. 9). In the
+    ordered phase :math:`c^* = 1` and :math:`\chi_c = \chi_1`.
+    """
+    c = c_star(activation, sigma_w2, sigma_b2)
+    if c == 1.0:
+        chi_c = chi1(activation, sigma_w2, sigma_b2)
+    else:
+        _, dphi = _activation(activation)
+        chi_c = sigma_w2 * _pair_expectation(dphi, q_star(activation, sigma_w2, sigma_b2), c)
+    return math.inf if chi_c >= 1 else -1.0 / math.log(chi_c)

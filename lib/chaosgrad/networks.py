@@ -1,0 +1,166 @@
+r"""Deep random networks as maps: the layer index is time.
+
+.. math::  x_{l+1} = \phi(W_l x_l + b_l), \qquad W_l = \sigma_w G_l, \quad b_l = \sigma_b g_l,
+
+with :math:`G_l` either Gaussian, :math:`(G_l)_{ij} \sim N(0, 1/N)`, or Haar-orthogonal
+(every singular value 1, where the Gaussian's mean squared singular value is 1), and
+:math:`g_l \sim N(0, I)`. Untied networks draw a fresh
+:math:`(G_l, g_l)` for every layer; tied networks (a recurrent network driven by its own
+output) reuse layer 0's for every step and are autonomous maps.
+
+Layer :math:`l` is drawn from its own random stream, seeded by ``(seed, l)``: a network of
+depth 100 is the first 100 layers of the same network of depth 1000, and a layer can be
+regenerated in any order. Drawn layers are kept in a cache of bounded size.
+
+The Jacobian of a layer is :math:`\operatorname{diag}(\phi'(a_l))\, W_l` with
+:math:`a_l = W_l x_l + b_l`; ``jvp`` and ``vjp`` use it in closed form (one matrix product).
+The parameters :math:`\gamma` are the scales ``sigma_w`` and ``sigma_b`` (standard
+deviations, the square roots of the variances given to the constructor).
+
+References
+----------
+B. Poole et al., NeurIPS 29 (2016); S. S. Schoenholz et al., ICLR (2017).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .activations import DERIVATIVE_FROM_OUTPUT
+from .activations import activation as _activation
+from .maps import Map, parameter
+
+__all__ = ["RandomNetwork"]
+
+
+class RandomNetwork(Map):
+    r"""A deep random network :math:`x_{l+1} = \phi(W_l x_l + b_l)` of width ``width``.
+
+    Parameters
+    ----------
+    width
+        Number of units per layer :math:`N` (the state dimension).
+    depth
+        Number of layers, or ``None`` for an unbounded network (layers are drawn on demand).
+    activation
+        ``"tanh"``, ``"sigmoid"``, ``"relu"`` or ``"linear"``.
+    sigma_w2, sigma_b2
+        Weight and bias variances: :math:`W_{ij} \sim N(0, \sigma_w^2/N)`,
+        :math:`b_i \sim N(0, \sigma_b^2)`.
+    weights
+        ``"gaussian"`` or ``"orthogonal"`` (:math:`W = \sigma_w O`, :math:`O` Haar-orthogonal).
+    tied
+        Reuse one layer's weights and biases at every step (a recurrent network).
+    seed
+        Seed of the weights.
+    cache_bytes
+        Memory for drawn layers (default 256 MiB; the newest layer is always kept); the
+        oldest layers are dropped first and redrawn if needed again. Results do not depend
+        on it, only the speed does.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from chaosgrad.networks import RandomNetwork
+    >>> net = RandomNetwork(width=4, depth=3, sigma_w2=2.0)
+    >>> net.trajectory(torch.ones(4, dtype=torch.float64), 3).shape
+    torch.Size([4, 4])
+    """
+
+    def __init__(
+        self,
+        width: int,
+        depth: int | None = None,
+        activation: str = "tanh",
+        sigma_w2: float = 1.0,
+        sigma_b2: float = 0.0,
+        weights: str = "gaussian",
+        tied: bool = False,
+        seed: int = 0,
+        cache_bytes: int = 2**28,
+    ) -> None:
+        super().__init__()
+        if int(width) != width or width < 1:
+            raise ValueError(f"width must be a whole number >= 1; got width = {width}")
+        if depth is not None and (int(depth) != depth or depth < 1):
+            raise ValueError(f"depth must be a whole number >= 1 or None; got depth = {depth}")
+        if not (math.isfinite(sigma_w2) and sigma_w2 > 0):
+            raise ValueError(f"sigma_w2 must be a finite number > 0; got sigma_w2 = {sigma_w2}")
+        if not (math.isfinite(sigma_b2) and sigma_b2 >= 0):
+            raise ValueError(f"sigma_b2 must be a finite number >= 0; got sigma_b2 = {sigma_b2}")
+        if weights not in ("gaussian", "orthogonal"):
+            raise ValueError(f"weights must be 'gaussian' or 'orthogonal'; got {weights!r}")
+        self.dim = int(width)
+        self.depth = None if depth is None else int(depth)
+        self.activation = activation
+        self.phi, self.dphi = _activation(activation)
+        self._dphi_of_phi = DERIVATIVE_FROM_OUTPUT[activation]
+        self.sigma_w = parameter(math.sqrt(sigma_w2))
+        self.sigma_b = parameter(math.sqrt(sigma_b2))
+        self.weights = weights
+        self.tied = bool(tied)
+        self.seed = int(seed)
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def extra_repr(self) -> str:
+        return (
+            f"width={self.dim}, depth={self.depth}, activation={self.activation!r}, "
+            f"sigma_w2={self.sigma_w.item() ** 2:g}, sigma_b2={self.sigma_b.item() ** 2:g}, "
+            f"weights={self.weights!r}, tied={self.tied}, seed={self.seed}"
+        )
+
+    # -- the layers ---------------------------------------------------------------------
+    def standard_layer(self, n: int) -> tuple[Tensor, Tensor]:
+        r"""The unscaled layer :math:`(G_n, g_n)`: ``W_n = sigma_w * G_n``, ``b_n = sigma_b * g_n``."""
+        if int(n) != n or n < 0 or (self.depth is not None and n >= self.depth):
+            top = "infinity" if self.depth is None else self.depth - 1
+            raise ValueError(f"layer index must be a whole number in 0..{top}; got n = {n}")
+        n = 0 if self.tied else int(n)
+        if n in self._cache:
+            return self._cache[n]
+        state = np.random.SeedSequence([self.seed, n]).generate_state(1, np.uint64)[0]
+        gen = torch.Generator().manual_seed(int(state) >> 1)
+        N = self.dim
+        G = torch.randn(N, N, generator=gen, dtype=torch.float64)
+        if self.weights == "orthogonal":
+            G, R = torch.linalg.qr(G)  # Haar measure once the signs of diag(R) are fixed
+            G = G * torch.sign(torch.diagonal(R))
+        else:
+            G = G / math.sqrt(N)
+        g = torch.randn(N, generator=gen, dtype=torch.float64)
+        self._cache[n] = (G, g)
+        while len(self._cache) > 1 and len(self._cache) * (N * N + N) * 8 > self.cache_bytes:
+            del self._cache[next(iter(self._cache))]  # first in, first out; keep the newest
+        return G, g
+
+    def layer(self, n: int) -> tuple[Tensor, Tensor]:
+        """Weights and biases ``(W_n, b_n)`` of layer ``n``, shapes ``(N, N)`` and ``(N,)``."""
+        G, g = self.standard_layer(n)
+        return self.sigma_w * G, self.sigma_b * g
+
+    def preactivation(self, x: Tensor, n: int = 0) -> Tensor:
+        r""":math:`a_n = W_n x + b_n` for states ``x`` of shape ``(..., N)``."""
+        G, g = self.standard_layer(n)
+        return self.sigma_w * (x @ G.mT) + self.sigma_b * g
+
+    # -- the map ------------------------------------------------------------------------
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        return self.phi(self.preactivation(x, n))
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        return self._step_jvp(x, V, n)[1]
+
+    def _step_jvp(self, x: Tensor, V: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        G, _ = self.standard_layer(n)
+        y = self.phi(self.preactivation(x, n))
+        return y, (G @ V).mul_((self.sigma_w * self._dphi_of_phi(y)).unsqueeze(-1))
+
+    def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        G, _ = self.standard_layer(n)
+        d = self.sigma_w * self.dphi(self.preactivation(x, n))
+        return G.mT @ (d[..., :, None] * W)

@@ -1,0 +1,114 @@
+"""Random networks: closed-form derivatives, exact spectra of Gaussian products, mean-field exponents.
+
+Newman (1986): products of i.i.d. N x N matrices with N(0, s^2) entries have exponents
+lambda_i = (ln 2 + psi((N - i + 1)/2))/2 + ln s. Mean field (Poole et al. 2016): a wide tanh
+network has lambda_1 = (1/2) ln chi_1 per layer, with O(1/N) finite-width corrections.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from chaosgrad import lyapunov_spectrum, meanfield
+from chaosgrad.maps import Map
+from chaosgrad.networks import RandomNetwork
+
+F64 = torch.float64
+
+
+def newman(N: int, s2: float) -> torch.Tensor:
+    i = torch.arange(1, N + 1, dtype=F64)
+    return (math.log(2) + torch.digamma((N - i + 1) / 2) + math.log(s2)) / 2
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "linear"])
+@pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
+def test_closed_form_derivatives_match_torch_func(activation, weights):
+    net = RandomNetwork(7, depth=4, activation=activation, sigma_w2=2.0, sigma_b2=0.3, weights=weights, seed=3)
+    g = torch.Generator().manual_seed(0)
+    x, V = torch.randn(3, 7, generator=g, dtype=F64), torch.randn(3, 7, 2, generator=g, dtype=F64)
+    torch.testing.assert_close(net.jvp(x, V, 2), Map._jvp(net, x, V, 2), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(net.vjp(x, V, 2), Map._vjp(net, x, V, 2), rtol=1e-12, atol=1e-13)
+
+
+def test_layers_have_the_stated_distribution_and_are_reproducible():
+    net = RandomNetwork(400, depth=3, sigma_w2=2.0, sigma_b2=0.5, seed=1)
+    W, b = net.layer(1)
+    # entries N(0, 2/400): the sample variance of 160,000 entries is within 1% (4 sigma = 1.4%)
+    assert W.var().item() == pytest.approx(2.0 / 400, rel=0.015)
+    assert b.var().item() == pytest.approx(0.5, rel=0.3)
+    deeper = RandomNetwork(400, depth=10, sigma_w2=2.0, sigma_b2=0.5, seed=1, cache_bytes=0)
+    torch.testing.assert_close(deeper.layer(1)[0], W, rtol=0, atol=0)  # layer l depends only on (seed, l)
+    assert not torch.equal(net.layer(2)[0], W)
+    tied = RandomNetwork(50, sigma_w2=2.0, tied=True, seed=1)
+    assert torch.equal(tied.layer(0)[0], tied.layer(99)[0])
+    O, _ = RandomNetwork(50, sigma_w2=3.0, weights="orthogonal").layer(0)
+    torch.testing.assert_close(O @ O.T, 3.0 * torch.eye(50, dtype=F64), rtol=0, atol=1e-12)
+
+
+def test_param_derivatives_match_differences():
+    x = torch.randn(2, 6, generator=torch.Generator().manual_seed(1), dtype=F64)
+    h = 1e-6
+    plus = RandomNetwork(6, sigma_w2=(1.3 + h) ** 2, sigma_b2=0.25).step(x, 2)
+    minus = RandomNetwork(6, sigma_w2=(1.3 - h) ** 2, sigma_b2=0.25).step(x, 2)
+    net = RandomNetwork(6, sigma_w2=1.3**2, sigma_b2=0.25)
+    torch.testing.assert_close(net.param_jvp(x, {"sigma_w": 1.0}, 2), (plus - minus) / (2 * h), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("N", [2, 4, 10])
+def test_gaussian_matrix_products_follow_newman(N):
+    """A linear network with sigma_w2 = 1 is a product of N(0, 1/N) matrices.
+
+    Each z = (measured - exact)/stderr is ~N(0, 1): with 16 exponents over the three sizes,
+    |z| < 3 for all of them fails by chance about 4% of the time, while a biased exponent
+    fails it for sure; the RMS of z checks the error bars are neither too small nor too large.
+    """
+    net = RandomNetwork(N, activation="linear", sigma_w2=1.0, seed=0)
+    result = lyapunov_spectrum(net, torch.zeros(N, dtype=F64), 20000, renorm_every="auto")
+    z = (result.exponents - newman(N, 1.0 / N)) / result.stderr
+    assert z.abs().max() < 3, z
+    assert result.stderr.max() < 0.01
+    if N == 10:
+        assert 0.4 < z.pow(2).mean().sqrt() < 1.6, z
+
+
+def wide_tanh_top_exponent(sigma_w2: float, seed: int = 1) -> tuple[float, float]:
+    net = RandomNetwork(500, sigma_w2=sigma_w2, sigma_b2=0.05, seed=seed)
+    x0 = torch.randn(4, 500, generator=torch.Generator().manual_seed(0), dtype=F64)
+    r = lyapunov_spectrum(net, x0, 600, k=1, warmup=30)
+    return r.exponents.item(), r.stderr.item()
+
+
+@pytest.mark.parametrize("sigma_w2", [1.0, 2.0, 4.0])
+def test_wide_tanh_network_top_exponent_is_half_log_chi1(sigma_w2):
+    lam, err = wide_tanh_top_exponent(sigma_w2)
+    assert err < 0.002
+    assert lam == pytest.approx(meanfield.top_exponent("tanh", sigma_w2, 0.05), abs=0.01)
+
+
+def test_measured_order_to_chaos_line_matches_mean_field():
+    grid = [1.6, 1.7, 1.8, 1.9]
+    lam = [wide_tanh_top_exponent(s, seed=2)[0] for s in grid]
+    slope, intercept = np.polyfit(grid, lam, 1)
+    assert -intercept / slope == pytest.approx(meanfield.critical_sigma_w2("tanh", 0.05), abs=0.05)
+
+
+def test_bad_network_arguments():
+    with pytest.raises(ValueError, match="width must be a whole number >= 1; got width = 0"):
+        RandomNetwork(0)
+    with pytest.raises(ValueError, match="depth must be a whole number >= 1 or None"):
+        RandomNetwork(4, depth=0)
+    with pytest.raises(ValueError, match="sigma_w2 must be a finite number > 0; got sigma_w2 = -1"):
+        RandomNetwork(4, sigma_w2=-1)
+    with pytest.raises(ValueError, match="sigma_b2 must be a finite number >= 0"):
+        RandomNetwork(4, sigma_b2=float("nan"))
+    with pytest.raises(ValueError, match="weights must be 'gaussian' or 'orthogonal'; got 'uniform'"):
+        RandomNetwork(4, weights="uniform")
+    with pytest.raises(ValueError, match=r"activation must be one of \['linear', 'relu', 'sigmoid', 'tanh'\]"):
+        RandomNetwork(4, activation="gelu")
+    with pytest.raises(ValueError, match=r"layer index must be a whole number in 0..2; got n = 3"):
+        RandomNetwork(4, depth=3).step(torch.zeros(4, dtype=F64), 3)
