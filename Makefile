@@ -8,6 +8,13 @@ NBVAL   := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitiz
 
 .PHONY: book test rerun bench clean distclean
 
+# Chaotic orbits amplify a difference in the last bit until it shows in the printed digits,
+# and MKL and ATen pick different kernels (AVX-512 or AVX2) on different x86 CPUs. Pinning
+# both to their AVX2 code paths makes every stored output reproduce bit for bit on any
+# x86-64 machine with AVX2, whatever its thread count. Benchmarks run unpinned.
+book test rerun: export MKL_CBWR = AVX2
+book test rerun: export ATEN_CPU_CAPABILITY = avx2
+
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"

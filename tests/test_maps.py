@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import chaosgrad
+from chaosgrad.networks import RandomNetwork
 from chaosgrad.systems import Henon, Logistic, Lorenz63, Noisy
 from chaosgrad.training import GradientDescent
 
@@ -33,7 +34,7 @@ def states(system: chaosgrad.Map, shape=(5,)) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     if isinstance(system, Logistic):
         return torch.rand(*shape, 1, generator=g, dtype=torch.float64)
-    if isinstance(system, GradientDescent):
+    if isinstance(system, (GradientDescent, RandomNetwork)):
         return torch.randn(*shape, system.dim, generator=g, dtype=torch.float64)
     x0 = {2: [0.1, 0.1], 3: [1.0, 1.0, 20.0]}[system.dim]
     x0 = torch.tensor(x0, dtype=torch.float64) + 0.01 * torch.randn(*shape, system.dim, generator=g, dtype=torch.float64)
@@ -47,6 +48,7 @@ SYSTEMS = {
     "lorenz63": lambda: Lorenz63(),
     "noisy-henon": lambda: Noisy(Henon(), sigma=0.05),
     "gradient-descent": lambda: GradientDescent(quadratic_plus_quartic, dim=4, lr=0.1),
+    "tanh-network": lambda: RandomNetwork(6, sigma_w2=2.0, sigma_b2=0.1),
 }
 
 
@@ -74,6 +76,20 @@ def test_jvp_matches_central_differences(system):
         v = V[:, j]
         fd = (step_with_common_noise(system, x + H * v) - step_with_common_noise(system, x - H * v)) / (2 * H)
         torch.testing.assert_close(jv[..., j], fd, rtol=FD_RTOL, atol=FD_RTOL * fd.abs().max().item())
+
+
+def test_step_jvp_is_step_and_jvp(system):
+    x = states(system)
+    V = torch.randn(system.dim, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    if isinstance(system, Noisy):
+        state = system.generator.get_state()
+    y, JV = system.step_jvp(x, V, 1)
+    if isinstance(system, Noisy):
+        system.generator.set_state(state)
+    torch.testing.assert_close(y, system.step(x, 1), rtol=0, atol=EXACT)
+    torch.testing.assert_close(JV, system.jvp(x, V, 1), rtol=EXACT, atol=EXACT)
+    with pytest.raises(ValueError, match="V for"):
+        system.step_jvp(x, V[:-1], 1)
 
 
 def test_vjp_is_the_transpose_of_jvp(system):

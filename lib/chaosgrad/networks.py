@@ -25,6 +25,7 @@ B. Poole et al., NeurIPS 29 (2016); S. S. Schoenholz et al., ICLR (2017).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -32,9 +33,10 @@ from torch import Tensor
 
 from .activations import DERIVATIVE_FROM_OUTPUT
 from .activations import activation as _activation
+from .lyapunov import lyapunov_spectrum
 from .maps import Map, parameter
 
-__all__ = ["RandomNetwork"]
+__all__ = ["RandomNetwork", "measured_top_exponent", "zero_crossing"]
 
 
 class RandomNetwork(Map):
@@ -123,16 +125,15 @@ class RandomNetwork(Map):
         n = 0 if self.tied else int(n)
         if n in self._cache:
             return self._cache[n]
-        state = np.random.SeedSequence([self.seed, n]).generate_state(1, np.uint64)[0]
-        gen = torch.Generator().manual_seed(int(state) >> 1)
+        rng = np.random.default_rng([self.seed, n])  # NumPy draws also work inside torch.func.vmap
         N = self.dim
-        G = torch.randn(N, N, generator=gen, dtype=torch.float64)
+        G = torch.from_numpy(rng.standard_normal((N, N)))
         if self.weights == "orthogonal":
             G, R = torch.linalg.qr(G)  # Haar measure once the signs of diag(R) are fixed
             G = G * torch.sign(torch.diagonal(R))
         else:
             G = G / math.sqrt(N)
-        g = torch.randn(N, generator=gen, dtype=torch.float64)
+        g = torch.from_numpy(rng.standard_normal(N))
         self._cache[n] = (G, g)
         while len(self._cache) > 1 and len(self._cache) * (N * N + N) * 8 > self.cache_bytes:
             del self._cache[next(iter(self._cache))]  # first in, first out; keep the newest
@@ -164,3 +165,46 @@ class RandomNetwork(Map):
         G, _ = self.standard_layer(n)
         d = self.sigma_w * self.dphi(self.preactivation(x, n))
         return G.mT @ (d[..., :, None] * W)
+
+
+def measured_top_exponent(
+    sigma_w2: float,
+    sigma_b2: float,
+    width: int = 500,
+    layers: int = 600,
+    warmup: int = 30,
+    inputs: int = 4,
+    activation: str = "tanh",
+    weights: str = "gaussian",
+    tied: bool = False,
+    seed: int = 0,
+) -> tuple[float, float]:
+    r"""The top Lyapunov exponent per layer of one random network, measured by Benettin/QR.
+
+    ``inputs`` standard-normal inputs go through the same network (``warmup`` layers
+    discarded, then ``layers`` layers measured); returns :math:`(\lambda_1, \text{stderr})`,
+    the error bar by batch means over blocks of layers. Compare with
+    :func:`chaosgrad.meanfield.top_exponent`.
+    """
+    net = RandomNetwork(width, None, activation, sigma_w2, sigma_b2, weights, tied, seed)
+    x0 = torch.randn(inputs, width, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    result = lyapunov_spectrum(net, x0, layers, k=1, warmup=warmup)
+    return float(result.exponents[0]), float(result.stderr[0])
+
+
+def zero_crossing(x: Sequence[float], y: Sequence[float]) -> float:
+    """Where the least-squares line through the points ``(x, y)`` crosses zero.
+
+    Used for the measured order-to-chaos line: ``x`` are weight variances around the
+    transition and ``y`` the measured top exponents.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` does not change sign (the points do not bracket a crossing).
+    """
+    y_arr = np.asarray(y, dtype=float)
+    if not (y_arr.min() < 0 < y_arr.max()):
+        raise ValueError(f"the values do not change sign, so they bracket no crossing: {y_arr.tolist()}")
+    slope, intercept = np.polyfit(np.asarray(x, dtype=float), y_arr, 1)
+    return float(-intercept / slope)
