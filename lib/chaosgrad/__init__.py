@@ -5,7 +5,9 @@ networks". Everything is a :class:`Map`, ``x_{n+1} = f_n(x_n; gamma)`` on float6
 of shape ``(..., dim)``; every algorithm takes a map.
 """
 
-from . import activations, lyapunov, meanfield, networks, plotting, systems, training
+from . import activations, adjoint, covariant, lyapunov, meanfield, networks, plotting, systems, training
+from .adjoint import BackpropGrowth, adjoint_lyapunov_spectrum, backprop_growth
+from .covariant import CovariantVectors, covariant_lyapunov_vectors, principal_angles
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
 from .validation import NonFiniteStateError
@@ -13,10 +15,17 @@ from .validation import NonFiniteStateError
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackpropGrowth",
+    "CovariantVectors",
     "LyapunovResult",
     "Map",
     "NonFiniteStateError",
     "activations",
+    "adjoint",
+    "adjoint_lyapunov_spectrum",
+    "backprop_growth",
+    "covariant",
+    "covariant_lyapunov_vectors",
     "kaplan_yorke_dimension",
     "lyapunov",
     "lyapunov_spectrum",
@@ -24,6 +33,7 @@ __all__ = [
     "networks",
     "parameter",
     "plotting",
+    "principal_angles",
     "systems",
     "training",
     "__version__",

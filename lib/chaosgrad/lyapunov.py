@@ -110,21 +110,26 @@ def _random_basis(dim: int, k: int, dtype: torch.dtype, seed: int) -> Tensor:
     return q * torch.sign(torch.diagonal(r))
 
 
-def _qr_positive(V: Tensor) -> tuple[Tensor, Tensor]:
-    """QR of each (dim x k) matrix with diag(R) > 0; returns (Q, log diag R).
+def _qr_factors(V: Tensor) -> tuple[Tensor, Tensor]:
+    """QR of each (dim x k) matrix with diag(R) > 0; returns (Q, R).
 
     R comes from Householder QR (LAPACK geqrf), which is backward stable column by column,
     so a column's log R_ii is accurate to about eps times the growth ratio of the columns.
     Q is then V R^{-1} by a triangular solve, half the cost of accumulating the Householder
     reflectors; it is orthonormal to about eps * cond(V), which ``MAX_GROWTH_RATIO`` keeps
-    below 1e-6, and the next factorisation starts again from the true span.
+    below 1e-8, and the next factorisation starts again from the true span.
     """
     k = V.shape[-1]
     A, _ = torch.geqrf(V)
     R = torch.triu(A[..., :k, :])
-    d = torch.diagonal(R, dim1=-2, dim2=-1)
-    Q = torch.linalg.solve_triangular(R, V, upper=True, left=False)
-    return Q * torch.sign(d).unsqueeze(-2), torch.log(d.abs())
+    R = R * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-1)
+    return torch.linalg.solve_triangular(R, V, upper=True, left=False), R
+
+
+def _qr_positive(V: Tensor) -> tuple[Tensor, Tensor]:
+    """QR of each (dim x k) matrix with diag(R) > 0; returns (Q, log diag R)."""
+    Q, R = _qr_factors(V)
+    return Q, torch.log(torch.diagonal(R, dim1=-2, dim2=-1))
 
 
 def _auto_renorm_every(map: Map, x: Tensor, Q: Tensor, n0: int, pilot: int) -> int:
@@ -202,17 +207,8 @@ def lyapunov_spectrum(
     NonFiniteStateError
         If a state or the tangent basis becomes inf or NaN (the message names the step).
     """
-    x = check_finite(map.check_state(x0, "x0"), "initial state x0", step=n0)
-    dim = map.dim
-    k = dim if k is None else k
-    if int(k) != k or not 1 <= k <= dim:
-        raise ValueError(f"k must be a whole number with 1 <= k <= dim = {dim}; got k = {k}")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1; got steps = {steps}")
-    if int(warmup) != warmup or warmup < 0:
-        raise ValueError(f"warmup must be a whole number >= 0; got warmup = {warmup}")
-    k, steps, warmup = int(k), int(steps), int(warmup)
-    Q = _random_basis(dim, k, x.dtype, seed).expand(*x.shape[:-1], dim, k)
+    x, k, steps, warmup = _check_run(map, x0, steps, k, warmup, n0)
+    Q = _random_basis(map.dim, k, x.dtype, seed).expand(*x.shape[:-1], map.dim, k)
 
     with torch.no_grad():
         for i in progress_range(warmup, progress, desc="Lyapunov warm-up"):
@@ -220,11 +216,7 @@ def lyapunov_spectrum(
             check_finite(x, "state", step=n0 + i + 1)
             Q, _ = _qr_positive(V)
     start = n0 + warmup
-    if renorm_every == "auto":
-        renorm_every = _auto_renorm_every(map, x, Q, start, pilot=min(steps, 40))
-    if isinstance(renorm_every, str) or int(renorm_every) != renorm_every or renorm_every < 1:
-        raise ValueError(f"renorm_every must be a whole number >= 1 or 'auto'; got {renorm_every!r}")
-    r = int(renorm_every)
+    r = _resolve_renorm_every(renorm_every, map, x, Q, start, steps)
 
     logs = []  # one (..., k) tensor of log R_ii per renormalisation
     ends = []  # step count at each renormalisation
@@ -234,17 +226,58 @@ def lyapunov_spectrum(
             x, Q = map._step_jvp(x, Q, n)  # shapes were checked once, before the loop
             check_finite(x, "state", step=n + 1)
             if (i + 1) % r == 0 or i + 1 == steps:
-                V = Q
-                Q, lr = _qr_positive(V)
-                if not math.isfinite(float(lr.sum())):
-                    check_finite(V, "tangent basis (renormalise more often: lower renorm_every)", step=n + 1)
-                    check_finite(lr, "log stretching factors (a tangent vector collapsed: the Jacobian is singular here)", step=n + 1)
+                Q, lr, _ = _renormalise(Q, step=n + 1)
                 logs.append(lr)
                 ends.append(i + 1)
+    return summarise_run(logs, ends, blocks, basis=Q, final_state=x, renorm_every=r)
 
+
+def _check_run(map: Map, x0: Tensor, steps: int, k: int | None, warmup: int, n0: int) -> tuple[Tensor, int, int, int]:
+    """Validate the arguments shared by the spectrum algorithms; return (x0, k, steps, warmup)."""
+    x = check_finite(map.check_state(x0, "x0"), "initial state x0", step=n0)
+    dim = map.dim
+    k = dim if k is None else k
+    if int(k) != k or not 1 <= k <= dim:
+        raise ValueError(f"k must be a whole number with 1 <= k <= dim = {dim}; got k = {k}")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1; got steps = {steps}")
+    if int(warmup) != warmup or warmup < 0:
+        raise ValueError(f"warmup must be a whole number >= 0; got warmup = {warmup}")
+    return x, int(k), int(steps), int(warmup)
+
+
+def _resolve_renorm_every(renorm_every: int | str, map: Map, x: Tensor, Q: Tensor, n: int, steps: int) -> int:
+    """``renorm_every`` as a whole number (``"auto"`` runs the pilot of :func:`_auto_renorm_every`)."""
+    if renorm_every == "auto":
+        renorm_every = _auto_renorm_every(map, x, Q, n, pilot=min(steps, 40))
+    if isinstance(renorm_every, str) or int(renorm_every) != renorm_every or renorm_every < 1:
+        raise ValueError(f"renorm_every must be a whole number >= 1 or 'auto'; got {renorm_every!r}")
+    return int(renorm_every)
+
+
+def _renormalise(V: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
+    """QR of the pushed basis with the checks every algorithm needs; returns (Q, log diag R, R)."""
+    Q, R = _qr_factors(V)
+    lr = torch.log(torch.diagonal(R, dim1=-2, dim2=-1))
+    if not math.isfinite(float(lr.sum())):
+        check_finite(V, "tangent basis (renormalise more often: lower renorm_every)", step=step)
+        check_finite(lr, "log stretching factors (a tangent vector collapsed: the Jacobian is singular here)", step=step)
+    return Q, lr, R
+
+
+def summarise_run(
+    logs: list[Tensor], ends: list[int], blocks: int, basis: Tensor, final_state: Tensor, renorm_every: int
+) -> LyapunovResult:
+    """Exponents, batch-means error bars and running estimates from the log stretching factors.
+
+    ``logs[j]`` has shape ``(..., k)``: the log growth factors of the ``k`` directions over the
+    steps between renormalisation ``j - 1`` and ``j``; ``ends[j]`` is the step count at
+    renormalisation ``j``. Shared by the forward, adjoint and backpropagation algorithms.
+    """
+    k = logs[0].shape[-1]
+    steps = ends[-1]
     log_r = torch.stack(logs)  # (m, ..., k)
-    total = log_r.sum(0) / steps  # (..., k) per member
-    exponents = total.reshape(-1, k).mean(0)
+    exponents = (log_r.sum(0) / steps).reshape(-1, k).mean(0)
     ends_t = torch.tensor(ends)
     running = torch.cumsum(log_r.reshape(len(ends), -1, k).mean(1), 0) / ends_t[:, None].to(log_r.dtype)
 
@@ -266,7 +299,7 @@ def lyapunov_spectrum(
         stderr=stderr,
         finite_time=running,
         finite_time_steps=ends_t,
-        basis=Q,
-        final_state=x,
-        renorm_every=r,
+        basis=basis,
+        final_state=final_state,
+        renorm_every=renorm_every,
     )
