@@ -18,6 +18,7 @@ from chaosgrad import (
     adjoint_lyapunov_spectrum,
     backprop_growth,
     covariant_lyapunov_vectors,
+    duality_errors,
     lyapunov_spectrum,
     principal_angles,
 )
@@ -86,6 +87,18 @@ def test_clvs_are_covariant_and_dual(system, x0, k):
     # the unit CLVs grow at the Lyapunov rates on average
     growth = torch.log(torch.linalg.vector_norm(pushed, dim=-2)).mean(0)
     assert (growth - clv.exponents).abs().max() < 0.3
+
+
+def test_duality_errors_on_an_untied_network_and_a_broken_basis():
+    net = RandomNetwork(8, sigma_w2=4.0, sigma_b2=0.05, seed=3)  # time-dependent: layer n at step n
+    clv = covariant_lyapunov_vectors(net, torch.full((8,), 0.3, dtype=F64), 100, k=3, warmup=300)
+    errors = duality_errors(net, clv)
+    assert max(errors.values()) < 1e-8, errors
+    swapped = type(clv)(clv.steps, clv.states, clv.vectors.flip(-1), clv.adjoint, clv.exponents)
+    broken = duality_errors(net, swapped)
+    assert broken["biorthogonality"] > 0.5 and broken["covariance"] < 1e-8  # still covariant, no longer dual
+    with pytest.raises(ValueError, match="consecutive steps"):
+        duality_errors(net, covariant_lyapunov_vectors(net, torch.full((8,), 0.3, dtype=F64), 10, k=2, warmup=10, every=2))
 
 
 def test_clv_memory_keeps_only_every_nth_step():

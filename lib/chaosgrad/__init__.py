@@ -7,7 +7,7 @@ of shape ``(..., dim)``; every algorithm takes a map.
 
 from . import activations, adjoint, covariant, lyapunov, meanfield, networks, plotting, systems, training
 from .adjoint import BackpropGrowth, adjoint_lyapunov_spectrum, backprop_growth
-from .covariant import CovariantVectors, covariant_lyapunov_vectors, principal_angles
+from .covariant import CovariantVectors, covariant_lyapunov_vectors, duality_errors, principal_angles
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
 from .validation import NonFiniteStateError
@@ -26,6 +26,7 @@ __all__ = [
     "backprop_growth",
     "covariant",
     "covariant_lyapunov_vectors",
+    "duality_errors",
     "kaplan_yorke_dimension",
     "lyapunov",
     "lyapunov_spectrum",

@@ -33,7 +33,7 @@ from .lyapunov import _check_run, _random_basis, _renormalise
 from .maps import Map
 from .progress import progress_range
 
-__all__ = ["CovariantVectors", "covariant_lyapunov_vectors", "principal_angles"]
+__all__ = ["CovariantVectors", "covariant_lyapunov_vectors", "duality_errors", "principal_angles"]
 
 
 @dataclass(frozen=True)
@@ -173,3 +173,29 @@ def principal_angles(A: Tensor, B: Tensor) -> Tensor:
     cos = torch.linalg.svdvals(M)  # descending
     sin = torch.linalg.svdvals(Qb - Qa @ M).flip(-1)  # ascending
     return torch.atan2(sin, cos)
+
+
+def duality_errors(map: Map, clv: CovariantVectors) -> dict[str, float]:
+    r"""How exactly ``clv`` satisfies the defining identities, along the whole run.
+
+    Returns the largest :math:`|\Theta^\top V - I|` entry (``"biorthogonality"``), the
+    largest angle between :math:`Df_n v_i(n)` and :math:`v_i(n+1)` (``"covariance"``), and
+    between :math:`Df_n^\top \theta_i(n+1)` and :math:`\theta_i(n)`
+    (``"adjoint_covariance"``), in radians.
+
+    Raises
+    ------
+    ValueError
+        If the vectors were not kept at consecutive steps (``every > 1``).
+    """
+    if len(clv.steps) < 2 or not bool((clv.steps.diff() == 1).all()):
+        raise ValueError("duality_errors needs vectors at consecutive steps: compute them with every=1")
+    V, Theta, k = clv.vectors, clv.adjoint, clv.vectors.shape[-1]
+    n = int(clv.steps[0])
+    # time-dependent maps: the step index of each state, broadcast over the run
+    pushed = torch.stack([map.jvp(clv.states[i], V[i], n + i) for i in range(len(V) - 1)])
+    pulled = torch.stack([map.vjp(clv.states[i], Theta[i + 1], n + i) for i in range(len(V) - 1)])
+    cov = max(float(principal_angles(pushed[..., i : i + 1], V[1:, ..., i : i + 1]).max()) for i in range(k))
+    adj = max(float(principal_angles(pulled[..., i : i + 1], Theta[:-1, ..., i : i + 1]).max()) for i in range(k))
+    eye = torch.eye(k, dtype=V.dtype)
+    return {"biorthogonality": float((Theta.mT @ V - eye).abs().max()), "covariance": cov, "adjoint_covariance": adj}
