@@ -33,6 +33,20 @@ def test_linear_and_relu_in_closed_form():
     assert chi1("relu", 1.5, 0.1) == pytest.approx(0.75, rel=1e-12)
 
 
+def test_wide_pre_activations_are_integrated_accurately():
+    """sigma_w2 = 256 (N(0, 1) weights at width 256): q* is about 250, so phi'(sqrt(q*) z) is a
+    spike of width 0.06 in z. An independent fine trapezoid rule (spacing 2e-5) is the reference;
+    a 200-point Gauss-Hermite rule is wrong by a factor 15 here."""
+    z = np.linspace(-14, 14, 1_400_001)
+    w = np.exp(-z * z / 2) / math.sqrt(2 * math.pi) * (z[1] - z[0])
+    q = q_star("tanh", 256.0, 0.0)
+    assert 256.0 * np.sum(w * np.tanh(math.sqrt(q) * z) ** 2) == pytest.approx(q, rel=1e-9)
+    assert chi1("tanh", 256.0, 0.0) == pytest.approx(256.0 * np.sum(w * (1 - np.tanh(math.sqrt(q) * z) ** 2) ** 2), rel=1e-9)
+    # ReLU: chi1 = sigma_w2 / 2 whether or not the length map has a fixed point (q* = 0 or none)
+    assert chi1("relu", 1.0, 0.0) == pytest.approx(0.5, rel=1e-12)
+    assert chi1("relu", 256.0, 0.0) == pytest.approx(128.0, rel=1e-12)
+
+
 def test_tanh_without_bias_is_critical_at_sigma_w2_one():
     """q* = 0 for sigma_w2 <= 1, so chi1 = sigma_w2 * tanh'(0)^2 = sigma_w2 and the line sits at 1."""
     assert q_star("tanh", 0.9, 0.0) == 0.0

@@ -53,29 +53,52 @@ __all__ = [
     "top_exponent",
 ]
 
-_nodes, _weights = np.polynomial.hermite_e.hermegauss(200)
-_NODES = torch.from_numpy(_nodes)
-_WEIGHTS = torch.from_numpy(_weights / math.sqrt(2 * math.pi))
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
+_CUTOFF = 9.0  # |z| > 9 carries probability 2e-19
+_MAX_SCALE = 100.0  # refine up to q = 1e4; beyond, only the bracket search of q* goes
+_RULES: dict[int, tuple[Tensor, Tensor]] = {}
 
 
-def gaussian_expectation(g: Callable[[Tensor], Tensor]) -> float:
-    r""":math:`\mathbb{E}[g(z)]`, :math:`z \sim N(0,1)`, by 200-point Gauss-Hermite quadrature.
+def _rule(scale: float) -> tuple[Tensor, Tensor]:
+    """Nodes and weights for E[g(scale * z)], z ~ N(0, 1): composite 8-point Gauss-Legendre.
 
-    Exact for polynomials of degree up to 399; for the smooth activations here the error is
-    at rounding level. The nodes are symmetric and avoid :math:`z = 0`, so ReLU's kink is
-    handled exactly: :math:`\mathbb{E}[1\{z>0\}] = 1/2` and :math:`\mathbb{E}[\max(z,0)^2] = 1/2`
-    up to rounding. ``g`` maps a float64 tensor of nodes to values at those nodes.
+    Panels of width 0.5 / max(1, scale) on [-9, 9] (scale capped at 100), with z = 0 a panel boundary, so that
+    features of g of width 1 in u = scale * z are resolved however wide the Gaussian is, and
+    kinks at u = 0 (ReLU) fall between panels and are integrated exactly.
     """
-    return float(_WEIGHTS @ g(_NODES))
+    panels_per_side = int(math.ceil(2 * _CUTOFF * min(max(1.0, scale), _MAX_SCALE)))
+    if panels_per_side not in _RULES:
+        width = _CUTOFF / panels_per_side
+        left = np.arange(-panels_per_side, panels_per_side) * width
+        nodes = (left[:, None] + width * (_GL_NODES[None, :] + 1) / 2).ravel()
+        weights = np.tile(_GL_WEIGHTS * width / 2, 2 * panels_per_side) * np.exp(-nodes**2 / 2) / math.sqrt(2 * math.pi)
+        _RULES[panels_per_side] = (torch.from_numpy(nodes), torch.from_numpy(weights))
+    return _RULES[panels_per_side]
+
+
+def gaussian_expectation(g: Callable[[Tensor], Tensor], scale: float = 1.0) -> float:
+    r""":math:`\mathbb{E}[g(z)]`, :math:`z \sim N(0,1)`, by composite Gauss-Legendre quadrature.
+
+    ``scale`` announces that ``g`` varies on the scale ``1/scale`` in ``z`` (``g(z) = h(scale z)``
+    with ``h`` varying on the scale 1), and refines the panels to match: a plain 200-point
+    Gauss-Hermite rule gets :math:`\chi_1` of a tanh network with :math:`\sigma_w^2 = 256`
+    wrong by a factor 15. The rule is accurate to rounding for smooth ``g``, and ReLU's kink
+    at 0 is handled exactly: :math:`\mathbb{E}[1\{z>0\}] = 1/2`,
+    :math:`\mathbb{E}[\max(z,0)^2] = 1/2` up to rounding. ``g`` maps a float64 tensor of nodes
+    to values at those nodes.
+    """
+    nodes, weights = _rule(scale)
+    return float(weights @ g(nodes))
 
 
 def _pair_expectation(f: Callable[[Tensor], Tensor], q: float, c: float) -> float:
     r""":math:`\mathbb{E}[f(u_1) f(u_2)]` for centred Gaussians of variance ``q`` and correlation ``c``
-    (tensor-product Gauss-Hermite rule, 200 x 200 nodes)."""
+    (tensor product of the rule of :func:`gaussian_expectation`)."""
     s = math.sqrt(q)
-    z1, z2 = _NODES[:, None], _NODES[None, :]
+    nodes, weights = _rule(s)
+    z1, z2 = nodes[:, None], nodes[None, :]
     u2 = s * (c * z1 + math.sqrt(max(1 - c * c, 0.0)) * z2)
-    return float(_WEIGHTS @ (f(s * z1) * f(u2)) @ _WEIGHTS)
+    return float(weights @ (f(s * z1) * f(u2)) @ weights)
 
 
 def _check_variances(sigma_w2: float, sigma_b2: float) -> None:
@@ -104,7 +127,7 @@ def q_star(activation: str, sigma_w2: float, sigma_b2: float, tol: float = 1e-15
     phi, _ = _activation(activation)
 
     def G(q: float) -> float:
-        return sigma_w2 * gaussian_expectation(lambda z: phi(math.sqrt(q) * z) ** 2) + sigma_b2 - q
+        return sigma_w2 * gaussian_expectation(lambda z: phi(math.sqrt(q) * z) ** 2, math.sqrt(q)) + sigma_b2 - q
 
     lo, hi = 0.0, 1.0
     while G(hi) >= 0:
@@ -126,8 +149,13 @@ def q_star(activation: str, sigma_w2: float, sigma_b2: float, tol: float = 1e-15
 def chi1(activation: str, sigma_w2: float, sigma_b2: float) -> float:
     r""":math:`\chi_1 = \sigma_w^2\, \mathbb{E}[\phi'(\sqrt{q^*} z)^2]`: the per-layer growth of squared gradient norms."""
     _, dphi = _activation(activation)
+    if activation in ("relu", "linear"):
+        # phi' does not depend on the scale of its argument: E[phi'(sqrt(q) z)^2] is the same
+        # for every q > 0, including where the length map has no finite fixed point
+        _check_variances(sigma_w2, sigma_b2)
+        return sigma_w2 * gaussian_expectation(lambda z: dphi(z) ** 2)
     q = q_star(activation, sigma_w2, sigma_b2)
-    return sigma_w2 * gaussian_expectation(lambda z: dphi(math.sqrt(q) * z) ** 2)
+    return sigma_w2 * gaussian_expectation(lambda z: dphi(math.sqrt(q) * z) ** 2, math.sqrt(q))
 
 
 def top_exponent(activation: str, sigma_w2: float, sigma_b2: float) -> float:
