@@ -139,8 +139,29 @@ def train(
     """Minibatch SGD on the cross-entropy, optionally with gradient-norm clipping and L2.
 
     Stops at the first non-finite loss and reports the step (``diverged_at``) instead of
-    carrying NaNs; ``test_accuracy`` is then ``None``.
+    carrying NaNs; ``test_accuracy`` is then ``None``. Runs on one thread: parallel reductions
+    round differently for different thread counts, and training an unstable network
+    amplifies that difference into different losses.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _sgd(model, data, test, steps, lr, batch, clip, weight_decay, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sgd(
+    model: DeepMLP,
+    data: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    steps: int,
+    lr: float,
+    batch: int,
+    clip: float | None,
+    weight_decay: float,
+    seed: int,
+) -> TrainingRun:
     X, y = data
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
