@@ -28,7 +28,7 @@ def matmul_rate(n: int = 512, dtype: torch.dtype = torch.float64) -> float:
     """This machine's rate, in flop/s, for an n x n by n x n matmul (2 n^3 flops)."""
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / best_time(lambda: a @ b, repeat=7)
+    return 2 * n**3 / best_time(lambda: a @ b, repeat=15, number=3)
 
 
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
