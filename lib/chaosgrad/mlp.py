@@ -21,6 +21,8 @@ S. Ioffe, C. Szegedy, ICML (2015); R. Pascanu, T. Mikolov, Y. Bengio, ICML (2013
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -116,6 +118,17 @@ def layer_gradient_norms(model: DeepMLP, X: Tensor, y: Tensor) -> Tensor:
     return torch.stack([layer.weight.grad.norm() for layer in model.hidden])
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block, restoring the thread count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class TrainingRun:
     """Losses of a training run; ``diverged_at`` is the first step whose loss was not finite."""
@@ -143,44 +156,26 @@ def train(
     round differently for different thread counts, and training an unstable network
     amplifies that difference into different losses.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _sgd(model, data, test, steps, lr, batch, clip, weight_decay, seed)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _sgd(
-    model: DeepMLP,
-    data: tuple[Tensor, Tensor],
-    test: tuple[Tensor, Tensor],
-    steps: int,
-    lr: float,
-    batch: int,
-    clip: float | None,
-    weight_decay: float,
-    seed: int,
-) -> TrainingRun:
     X, y = data
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
     losses = []
-    for step in range(steps):
-        idx = torch.randint(0, len(X), (batch,), generator=g)
-        model.train()
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
-        if not math.isfinite(loss.item()):
-            return TrainingRun(torch.tensor(losses, dtype=torch.float64), None, step)
-        loss.backward()
-        if clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(test[0]).argmax(-1) == test[1]).double().mean().item()
+    with _one_thread():
+        for step in range(steps):
+            idx = torch.randint(0, len(X), (batch,), generator=g)
+            model.train()
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
+            if not math.isfinite(loss.item()):
+                return TrainingRun(torch.tensor(losses, dtype=torch.float64), None, step)
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            accuracy = (model(test[0]).argmax(-1) == test[1]).double().mean().item()
     return TrainingRun(torch.tensor(losses, dtype=torch.float64), accuracy, None)
 
 
