@@ -34,10 +34,10 @@ def test_layer_gradient_norms_match_autograd():
 
 
 def test_teacher_task_shares_the_teacher_between_train_and_test():
-    (X1, y1), (X2, y2) = teacher_task(500, seed=0), teacher_task(500, seed=1)
+    (X1, y1), (X2, _) = teacher_task(500, seed=0), teacher_task(500, seed=1)
     assert not torch.equal(X1, X2)
     assert 0.1 < (y1 == 0).double().mean() < 0.5  # four classes, none empty or dominant
-    Xa, ya = teacher_task(1000, seed=0)
+    _, ya = teacher_task(1000, seed=0)
     assert torch.equal(ya[:500], y1)  # the labels do not depend on n
 
 

@@ -59,10 +59,14 @@ class Estimate:
         return cls(float(samples.mean()), float(samples.std(correction=1)) / math.sqrt(samples.numel()), samples)
 
 
-def _settle(map: Map, x0: Tensor, warmup: int, n0: int) -> Tensor:
+def _check_warmup(warmup: int) -> int:
     if int(warmup) != warmup or warmup < 0:
         raise ValueError(f"warmup must be a whole number >= 0; got warmup = {warmup}")
-    return map.trajectory(x0, int(warmup), n0)[-1]
+    return int(warmup)
+
+
+def _settle(map: Map, x0: Tensor, warmup: int, n0: int) -> Tensor:
+    return map.trajectory(x0, _check_warmup(warmup), n0)[-1]
 
 
 def time_average(map: Map, x0: Tensor, T: int, observable: Observable, warmup: int = 0, n0: int = 0) -> Tensor:
@@ -159,9 +163,7 @@ def backprop_derivative(
     if truncate is not None and (int(truncate) != truncate or truncate < 1):
         raise ValueError(f"truncate must be a whole number >= 1; got truncate = {truncate}")
     T = int(T)
-    if int(warmup) != warmup or warmup < 0:
-        raise ValueError(f"warmup must be a whole number >= 0; got warmup = {warmup}")
-    w = int(warmup)
+    w = _check_warmup(warmup)
     orbit = map.trajectory(x0, w + T, n0)
     with torch.enable_grad():
         states = orbit[w + 1 :].detach().requires_grad_(True)
