@@ -5,9 +5,10 @@ networks". Everything is a :class:`Map`, ``x_{n+1} = f_n(x_n; gamma)`` on float6
 of shape ``(..., dim)``; every algorithm takes a map.
 """
 
-from . import activations, adjoint, covariant, lyapunov, meanfield, networks, plotting, systems, training
+from . import activations, adjoint, covariant, estimates, lyapunov, meanfield, networks, plotting, systems, training
 from .adjoint import BackpropGrowth, adjoint_lyapunov_spectrum, backprop_growth
 from .covariant import CovariantVectors, covariant_lyapunov_vectors, duality_errors, principal_angles
+from .estimates import Estimate, pm
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
 from .validation import NonFiniteStateError
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackpropGrowth",
     "CovariantVectors",
+    "Estimate",
     "LyapunovResult",
     "Map",
     "NonFiniteStateError",
@@ -27,6 +29,7 @@ __all__ = [
     "covariant",
     "covariant_lyapunov_vectors",
     "duality_errors",
+    "estimates",
     "kaplan_yorke_dimension",
     "lyapunov",
     "lyapunov_spectrum",
@@ -34,6 +37,7 @@ __all__ = [
     "networks",
     "parameter",
     "plotting",
+    "pm",
     "principal_angles",
     "systems",
     "training",

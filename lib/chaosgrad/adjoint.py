@@ -26,9 +26,11 @@ from torch import Tensor
 from .lyapunov import (
     LyapunovResult,
     _check_run,
+    _factor_segment,
     _random_basis,
     _renormalise,
     _resolve_renorm_every,
+    _step_by_step,
     summarise_run,
 )
 from .maps import Map
@@ -78,13 +80,19 @@ def adjoint_lyapunov_spectrum(
     with torch.no_grad():
         for j in progress_range(warmup, progress, desc="adjoint warm-up"):
             P, _, _ = _renormalise(map._vjp(orbit[last - j], P, n0 + last - j), step=n0 + last - j)
+        P0, first = P, warmup + steps - 1  # the segment starts at P0 = P at orbit[first]
         for i in progress_range(steps, progress, desc="adjoint spectrum"):
             n = warmup + steps - 1 - i
             P = map._vjp(orbit[n], P, n0 + n)
             if (i + 1) % r == 0 or i + 1 == steps:
-                P, lr, _ = _renormalise(P, step=n0 + n)
+                if r > 1:
+                    states = [orbit[m] for m in range(first, n - 1, -1)]
+                    P, lr = _factor_segment(P, n0 + n, lambda: _step_by_step(map._vjp, P0, states, n0 + first, -1))
+                else:
+                    P, lr, _ = _renormalise(P, step=n0 + n)
                 logs.append(lr)
                 ends.append(i + 1)
+                P0, first = P, n - 1
     return summarise_run(logs, ends, blocks, basis=P, final_state=orbit[warmup], renorm_every=r)
 
 

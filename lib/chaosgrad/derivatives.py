@@ -27,36 +27,18 @@ difference quotient's spread that of the derivative, not of :math:`J_T` itself.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .estimates import Estimate
 from .maps import Map
 from .validation import check_finite, check_positive
 
-__all__ = ["Estimate", "backprop_derivative", "finite_difference", "time_average"]
+__all__ = ["backprop_derivative", "finite_difference", "time_average"]
 
 Observable = Callable[[Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """An ensemble estimate: ``value`` = mean of ``samples``, ``stderr`` its standard error."""
-
-    value: float
-    stderr: float
-    samples: Tensor
-
-    @classmethod
-    def of(cls, samples: Tensor) -> Estimate:
-        """Mean and standard error of a 1-D tensor of independent samples (at least two)."""
-        samples = samples.reshape(-1)
-        if samples.numel() < 2:
-            raise ValueError(f"an error bar needs at least two samples (ensemble members); got {samples.numel()}")
-        return cls(float(samples.mean()), float(samples.std(correction=1)) / math.sqrt(samples.numel()), samples)
 
 
 def _check_warmup(warmup: int) -> int:

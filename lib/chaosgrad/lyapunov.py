@@ -24,11 +24,13 @@ J. L. Kaplan, J. A. Yorke, Lecture Notes in Mathematics 730 (1979) 204-227.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .estimates import Estimate, batch_means, jackknife
 from .maps import Map
 from .progress import progress_range
 from .validation import check_finite
@@ -40,6 +42,13 @@ __all__ = ["LyapunovResult", "kaplan_yorke_dimension", "lyapunov_spectrum"]
 #: The smallest exponents then carry a rounding error of order eps * 1e8 per factorisation
 #: (measured on a width-256 tanh network: 2e-8 per step against QR every step).
 MAX_GROWTH_RATIO = 1e8
+
+#: The growth ratio is a random variable, and its fluctuations are heavy-tailed where a
+#: Jacobian is nearly singular (products of 4 x 4 Gaussian matrices: with QR every 18 steps
+#: the bottom exponent was off by 1e-4, and by a different amount on every CPU). So every
+#: multi-step segment whose measured ratio max R_ii / min R_ii exceeds ``REDO_GROWTH_RATIO``
+#: (or overflows) is redone from its start with a QR every step, from the stored states.
+REDO_GROWTH_RATIO = 1e10
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,11 @@ class LyapunovResult:
         the block means are treated as independent samples. Members may therefore share
         randomness (inputs to one random network) without the error bar being too small.
         ``None`` if the run has a single renormalisation (no spread to estimate).
+    block_exponents
+        Shape ``(b, k)``: the exponents of each block (ensemble mean), from which
+        ``stderr`` and the error bars of :meth:`derived` come.
+    block_steps
+        Shape ``(b,)``: the number of steps in each block.
     finite_time
         Shape ``(m, k)``: the running estimates (ensemble mean) after each of the ``m``
         renormalisations; ``finite_time_steps`` gives the step count of each row.
@@ -72,6 +86,8 @@ class LyapunovResult:
 
     exponents: Tensor
     stderr: Tensor | None
+    block_exponents: Tensor
+    block_steps: Tensor
     finite_time: Tensor
     finite_time_steps: Tensor
     basis: Tensor
@@ -82,6 +98,28 @@ class LyapunovResult:
     def kaplan_yorke(self) -> float | None:
         """Kaplan-Yorke dimension of :attr:`exponents` (see :func:`kaplan_yorke_dimension`)."""
         return kaplan_yorke_dimension(self.exponents)
+
+    @property
+    def estimates(self) -> list[Estimate]:
+        """The exponents as :class:`~chaosgrad.estimates.Estimate` s (value ± batch-means error).
+
+        Raises
+        ------
+        ValueError
+            If the run had a single block (``stderr`` is ``None``).
+        """
+        if self.stderr is None:
+            raise ValueError("this run has a single block, so its exponents have no error bar: use a longer run")
+        return [Estimate(float(v), float(e)) for v, e in zip(self.exponents, self.stderr)]
+
+    def derived(self, statistic: Callable[[Tensor], float | None]) -> Estimate:
+        """A function of the spectrum (e.g. ``kaplan_yorke_dimension``), with a jackknife error bar.
+
+        The jackknife leaves out one block of the run at a time
+        (:func:`chaosgrad.estimates.jackknife`); ``statistic`` gets a ``(k,)`` tensor of
+        exponents and must return a finite number for each.
+        """
+        return jackknife(statistic, self.block_exponents, self.block_steps)
 
 
 def kaplan_yorke_dimension(exponents: Tensor) -> float | None:
@@ -220,16 +258,40 @@ def lyapunov_spectrum(
 
     logs = []  # one (..., k) tensor of log R_ii per renormalisation
     ends = []  # step count at each renormalisation
+    segment = []  # (basis at its start, states) of the current segment, kept for a redo
     with torch.no_grad():
         for i in progress_range(steps, progress, desc="Lyapunov spectrum"):
             n = start + i
+            if r > 1:
+                segment = segment or [Q, []]
+                segment[1].append(x)
             x, Q = map._step_jvp(x, Q, n)  # shapes were checked once, before the loop
             check_finite(x, "state", step=n + 1)
             if (i + 1) % r == 0 or i + 1 == steps:
-                Q, lr, _ = _renormalise(Q, step=n + 1)
+                if r > 1:
+                    Q0, states = segment
+                    Q, lr = _factor_segment(Q, n + 1, lambda: _step_by_step(map._jvp, Q0, states, n + 1 - len(states), +1))
+                    segment = []
+                else:
+                    Q, lr, _ = _renormalise(Q, step=n + 1)
                 logs.append(lr)
                 ends.append(i + 1)
     return summarise_run(logs, ends, blocks, basis=Q, final_state=x, renorm_every=r)
+
+
+def _step_by_step(product: Callable[[Tensor, Tensor, int], Tensor], Q: Tensor, states: list[Tensor], n: int,
+                  direction: int) -> tuple[Tensor, Tensor]:
+    """Push ``Q`` through the stored ``states`` with a QR every step; return (Q, summed log diag R).
+
+    ``product(x, Q, n)`` is ``map._jvp`` (``direction = +1``: states at steps n, n+1, ...)
+    or ``map._vjp`` (``direction = -1``: states at steps n, n-1, ...).
+    """
+    total = 0
+    for j, x in enumerate(states):
+        m = n + direction * j
+        Q, lr, _ = _renormalise(product(x, Q, m), step=m + (direction > 0))
+        total = total + lr
+    return Q, total
 
 
 def _check_run(map: Map, x0: Tensor, steps: int, k: int | None, warmup: int, n0: int) -> tuple[Tensor, int, int, int]:
@@ -255,6 +317,20 @@ def _resolve_renorm_every(renorm_every: int | str, map: Map, x: Tensor, Q: Tenso
     return int(renorm_every)
 
 
+def _factor_segment(V: Tensor, step: int, redo: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """QR at the end of a multi-step segment, or ``redo()`` (QR every step) if it is ill-conditioned.
+
+    Returns (Q, log diag R). The segment counts as ill-conditioned when a factor is not
+    finite or the growth ratio between columns exceeds ``REDO_GROWTH_RATIO``.
+    """
+    if bool(torch.isfinite(V).all()):
+        Q, R = _qr_factors(V)
+        lr = torch.log(torch.diagonal(R, dim1=-2, dim2=-1))
+        if bool(torch.isfinite(lr).all()) and float((lr.amax(-1) - lr.amin(-1)).max()) <= math.log(REDO_GROWTH_RATIO):
+            return Q, lr
+    return redo()
+
+
 def _renormalise(V: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
     """QR of the pushed basis with the checks every algorithm needs; returns (Q, log diag R, R)."""
     Q, R = _qr_factors(V)
@@ -275,28 +351,18 @@ def summarise_run(
     renormalisation ``j``. Shared by the forward, adjoint and backpropagation algorithms.
     """
     k = logs[0].shape[-1]
-    steps = ends[-1]
     log_r = torch.stack(logs)  # (m, ..., k)
-    exponents = (log_r.sum(0) / steps).reshape(-1, k).mean(0)
     ends_t = torch.tensor(ends)
-    running = torch.cumsum(log_r.reshape(len(ends), -1, k).mean(1), 0) / ends_t[:, None].to(log_r.dtype)
-
-    # batch means: split the renormalisations into blocks of (nearly) equal step counts
-    nblocks = max(1, min(blocks, len(ends)))
-    edges = torch.linspace(0, len(ends), nblocks + 1).round().long()
-    samples = []
-    prev_end = 0
-    for b in range(nblocks):
-        lo, hi = int(edges[b]), int(edges[b + 1])
-        length = ends[hi - 1] - prev_end
-        samples.append(log_r[lo:hi].sum(0).reshape(-1, k).mean(0) / length)
-        prev_end = ends[hi - 1]
-    samples = torch.stack(samples)  # (nblocks, k): ensemble means per block
-    count = samples.shape[0]
-    stderr = samples.std(0, correction=1) / math.sqrt(count) if count > 1 else None
+    per_renorm = log_r.reshape(len(ends), -1, k).mean(1)  # (m, k): ensemble means
+    running = torch.cumsum(per_renorm, 0) / ends_t[:, None].to(log_r.dtype)
+    lengths = torch.diff(ends_t, prepend=torch.zeros(1, dtype=ends_t.dtype)).to(log_r.dtype)
+    # batch means: blocks of consecutive renormalisations with (nearly) equal step counts
+    exponents, stderr, block_exponents, block_steps = batch_means(per_renorm / lengths[:, None], blocks, lengths)
     return LyapunovResult(
         exponents=exponents,
         stderr=stderr,
+        block_exponents=block_exponents,
+        block_steps=block_steps,
         finite_time=running,
         finite_time_steps=ends_t,
         basis=basis,
