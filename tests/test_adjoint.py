@@ -89,12 +89,22 @@ def test_clvs_are_covariant_and_dual(system, x0, k):
     assert (growth - clv.exponents).abs().max() < 0.3
 
 
+def test_clv_exponents_of_one_orbit_carry_calibrated_error_bars():
+    """Henon, one orbit of 3000 steps: the exponents are within 4 error bars of the reference
+    values (fails by chance about once in 10^4 runs per exponent), and the error bars are
+    those of a 3000-step run (about 0.01), not of the rounding."""
+    clv = covariant_lyapunov_vectors(Henon(), torch.tensor([0.1, 0.1], dtype=F64), 3000, warmup=500)
+    ref = torch.tensor([0.4194, -1.6233], dtype=F64)
+    assert ((clv.exponents - ref).abs() < 4 * clv.stderr).all(), (clv.exponents, clv.stderr)
+    assert (0.002 < clv.stderr).all() and (clv.stderr < 0.05).all(), clv.stderr
+
+
 def test_duality_errors_on_an_untied_network_and_a_broken_basis():
     net = RandomNetwork(8, sigma_w2=4.0, sigma_b2=0.05, seed=3)  # time-dependent: layer n at step n
     clv = covariant_lyapunov_vectors(net, torch.full((8,), 0.3, dtype=F64), 100, k=3, warmup=300)
     errors = duality_errors(net, clv)
     assert max(errors.values()) < 1e-8, errors
-    swapped = type(clv)(clv.steps, clv.states, clv.vectors.flip(-1), clv.adjoint, clv.exponents)
+    swapped = type(clv)(clv.steps, clv.states, clv.vectors.flip(-1), clv.adjoint, clv.exponents, clv.stderr)
     broken = duality_errors(net, swapped)
     assert broken["biorthogonality"] > 0.5 and broken["covariance"] < 1e-8  # still covariant, no longer dual
     with pytest.raises(ValueError, match="consecutive steps"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,14 +85,24 @@ def test_wide_tanh_network_top_exponent_is_half_log_chi1(sigma_w2):
 
 def test_measured_order_to_chaos_line_matches_mean_field():
     grid = [1.6, 1.7, 1.8, 1.9]
-    lam = [measured_top_exponent(s, 0.05, width=500, layers=600, seed=2)[0] for s in grid]
-    assert zero_crossing(grid, lam) == pytest.approx(meanfield.critical_sigma_w2("tanh", 0.05), abs=0.05)
+    lam, err = zip(*[measured_top_exponent(s, 0.05, width=500, layers=600, seed=2) for s in grid])
+    crossing = zero_crossing(grid, lam, err)
+    assert crossing.value == pytest.approx(meanfield.critical_sigma_w2("tanh", 0.05), abs=0.05)
+    assert 0.001 < crossing.stderr < 0.03  # a few thousandths of lambda over a slope of about 0.1
 
 
-def test_zero_crossing():
-    assert zero_crossing([1, 2, 3], [-1, 0.5, 2]) == pytest.approx(5 / 3)
+def test_zero_crossing_and_its_error_bar():
+    exact = zero_crossing([1, 2, 3], [-1, 0.5, 2], [0.1, 0.1, 0.1])
+    assert exact.value == pytest.approx(5 / 3, abs=1e-12)
+    # the delta-method error against 4000 noisy repetitions: the spread of their crossings
+    # is known to 1.1%, so 8% is seven of its standard errors
+    rng = np.random.default_rng(0)
+    x, s = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.05, 0.08, 0.05, 0.1])
+    y = 1.5 * (x - 2.2)
+    crossings = [zero_crossing(x, y + s * rng.standard_normal(4), s).value for _ in range(4000)]
+    assert zero_crossing(x, y, s).stderr == pytest.approx(np.std(crossings), rel=0.08)
     with pytest.raises(ValueError, match="do not change sign"):
-        zero_crossing([1, 2], [0.1, 0.2])
+        zero_crossing([1, 2], [0.1, 0.2], [0.01, 0.01])
 
 
 def test_bad_network_arguments():

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .lyapunov import _check_run, _random_basis, _renormalise
+from .lyapunov import _check_run, _random_basis, _renormalise, summarise_run
 from .maps import Map
 from .progress import progress_range
 
@@ -53,6 +53,10 @@ class CovariantVectors:
         :math:`\\langle\\theta_i(n), v_j(n)\\rangle = \\delta_{ij}`.
     exponents
         Shape ``(k,)``: the Lyapunov exponents per step over the kept window (ensemble mean).
+    stderr
+        Shape ``(k,)``: their standard errors by batch means over ``blocks`` blocks of the
+        window (``None`` for a one-step window). A single orbit of a few thousand steps
+        gives exponents good to a few units in the second or third decimal, not more.
     """
 
     steps: Tensor
@@ -60,6 +64,7 @@ class CovariantVectors:
     vectors: Tensor
     adjoint: Tensor
     exponents: Tensor
+    stderr: Tensor | None
 
 
 def covariant_lyapunov_vectors(
@@ -70,6 +75,7 @@ def covariant_lyapunov_vectors(
     warmup: int = 1000,
     every: int = 1,
     n0: int = 0,
+    blocks: int = 20,
     seed: int = 0,
     progress: bool | None = None,
 ) -> CovariantVectors:
@@ -86,7 +92,7 @@ def covariant_lyapunov_vectors(
 
     Parameters
     ----------
-    map, x0, k, n0, seed, progress
+    map, x0, k, n0, blocks, seed, progress
         As :func:`chaosgrad.lyapunov_spectrum` (``x0`` may be an ensemble).
     steps
         Length of the kept window, >= 1.
@@ -141,12 +147,14 @@ def covariant_lyapunov_vectors(
                 Vn = Qs[n] @ C
                 vectors[n] = Vn
                 adjoint[n] = P @ torch.linalg.inv(Vn.mT @ P)
+    spectrum = summarise_run(logs, list(range(1, steps + 1)), blocks, basis=Q, final_state=x, renorm_every=1)
     return CovariantVectors(
         steps=torch.tensor([start + n for n in kept]),
         states=orbit[kept],
         vectors=torch.stack([vectors[n] for n in kept]),
         adjoint=torch.stack([adjoint[n] for n in kept]),
-        exponents=(torch.stack(logs).sum(0) / steps).reshape(-1, k).mean(0),
+        exponents=spectrum.exponents,
+        stderr=spectrum.stderr,
     )
 
 

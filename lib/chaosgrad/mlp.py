@@ -21,8 +21,7 @@ S. Ioffe, C. Szegedy, ICML (2015); R. Pascanu, T. Mikolov, Y. Bengio, ICML (2013
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,17 +117,6 @@ def layer_gradient_norms(model: DeepMLP, X: Tensor, y: Tensor) -> Tensor:
     return torch.stack([layer.weight.grad.norm() for layer in model.hidden])
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block, restoring the thread count afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @dataclass(frozen=True)
 class TrainingRun:
     """Losses of a training run; ``diverged_at`` is the first step whose loss was not finite."""
@@ -138,8 +126,64 @@ class TrainingRun:
     diverged_at: int | None
 
 
+class _Stacked:
+    """The weights of several :class:`DeepMLP` of one architecture, stacked along a leading
+    ensemble axis, with the forward pass written out in batched products (``baddbmm``): one
+    call per layer for all members instead of one per member."""
+
+    def __init__(self, models: Sequence[DeepMLP]) -> None:
+        def signature(m: DeepMLP) -> tuple:
+            return m.residual, m.phi, [type(n) for n in m.norms], [(k, p.shape) for k, p in m.named_parameters()]
+
+        if any(signature(m) != signature(models[0]) for m in models):
+            raise ValueError("train needs models of one architecture (sizes, activation, batchnorm, residual)")
+        first = models[0]
+        self.models, self.phi, self.residual, self.depth = list(models), first.phi, first.residual, len(first.hidden)
+        self.batchnorm = any(isinstance(n, nn.BatchNorm1d) for n in first.norms)
+        self.params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]).requires_grad_(True)
+                       for k, _ in first.named_parameters()}
+        self.buffers = {k: torch.stack([dict(m.named_buffers())[k] for m in models]).clone() for k, _ in first.named_buffers()}
+
+    def _linear(self, h: Tensor, name: str) -> Tensor:
+        return torch.baddbmm(self.params[f"{name}.bias"].unsqueeze(1), h, self.params[f"{name}.weight"].mT)
+
+    def _batchnorm(self, z: Tensor, layer: int, training: bool) -> Tensor:
+        """nn.BatchNorm1d (eps 1e-5, momentum 0.1): batch statistics with the biased variance in
+        training, where the running variance is updated with the unbiased one."""
+        mean, var = self.buffers[f"norms.{layer}.running_mean"], self.buffers[f"norms.{layer}.running_var"]
+        if training:
+            mu, v = z.mean(1), z.var(1, correction=0)
+            with torch.no_grad():
+                n = z.shape[1]
+                mean.mul_(0.9).add_(0.1 * mu)
+                var.mul_(0.9).add_(0.1 * v * n / (n - 1))
+                self.buffers[f"norms.{layer}.num_batches_tracked"].add_(1)
+        else:
+            mu, v = mean, var
+        gamma, beta = self.params[f"norms.{layer}.weight"], self.params[f"norms.{layer}.bias"]
+        return (z - mu.unsqueeze(1)) / torch.sqrt(v.unsqueeze(1) + 1e-5) * gamma.unsqueeze(1) + beta.unsqueeze(1)
+
+    def forward(self, x: Tensor, training: bool) -> Tensor:
+        """Logits of every member, shape ``(S, batch, classes)``, for inputs ``(S, batch, in_dim)``."""
+        h = self._linear(x, "inp")
+        for layer in range(self.depth):
+            z = self._linear(h, f"hidden.{layer}")
+            z = self.phi(self._batchnorm(z, layer, training) if self.batchnorm else z)
+            h = h + z if self.residual else z
+        return self._linear(h, "out")
+
+    def write_back(self) -> None:
+        """Copy the trained weights and running statistics into the member modules."""
+        with torch.no_grad():
+            for i, m in enumerate(self.models):
+                for k, p in m.named_parameters():
+                    p.copy_(self.params[k][i])
+                for k, b in m.named_buffers():
+                    b.copy_(self.buffers[k][i])
+
+
 def train(
-    model: DeepMLP,
+    model: DeepMLP | Sequence[DeepMLP],
     data: tuple[Tensor, Tensor],
     test: tuple[Tensor, Tensor],
     steps: int,
@@ -147,36 +191,67 @@ def train(
     batch: int = 128,
     clip: float | None = None,
     weight_decay: float = 0.0,
-    seed: int = 0,
-) -> TrainingRun:
+    seed: int | Sequence[int] = 0,
+) -> TrainingRun | list[TrainingRun]:
     """Minibatch SGD on the cross-entropy, optionally with gradient-norm clipping and L2.
 
-    Stops at the first non-finite loss and reports the step (``diverged_at``) instead of
-    carrying NaNs; ``test_accuracy`` is then ``None``. Runs on one thread: parallel reductions
-    round differently for different thread counts, and training an unstable network
-    amplifies that difference into different losses.
+    ``model`` is one :class:`DeepMLP` or a list of them with one architecture (an ensemble,
+    e.g. several initialisation seeds), trained together in batched products, each member on
+    its own minibatches (drawn from ``seed``, one per member; default ``0, 1, ...``). The
+    update is that of ``torch.optim.SGD`` with ``weight_decay`` and, with ``clip``, of
+    ``clip_grad_norm_`` applied to each member separately. A member stops at its first
+    non-finite loss and reports the step (``diverged_at``, ``test_accuracy`` ``None``)
+    instead of carrying NaNs; the others go on. The trained weights are written back into
+    the modules.
+
+    Training an unstable network is itself chaotic: the last bits of a matrix product (which
+    differ between CPUs and thread counts) grow into different losses, so one run is one
+    sample; compare configurations by the mean and standard error over several seeds.
+
+    Returns one :class:`TrainingRun`, or a list of them for a list of models.
     """
+    single = isinstance(model, DeepMLP)
+    models = [model] if single else list(model)
+    seeds = [seed] if single else (list(range(len(models))) if seed == 0 else list(seed))
+    if len(seeds) != len(models):
+        raise ValueError(f"train needs one seed per model; got {len(seeds)} seeds for {len(models)} models")
     X, y = data
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
-    losses = []
-    with _one_thread():
-        for step in range(steps):
-            idx = torch.randint(0, len(X), (batch,), generator=g)
-            model.train()
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
-            if not math.isfinite(loss.item()):
-                return TrainingRun(torch.tensor(losses, dtype=torch.float64), None, step)
-            loss.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            losses.append(loss.item())
-        model.eval()
+    net = _Stacked(models)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    S = len(models)
+    losses = torch.full((S, steps), math.nan, dtype=torch.float64)
+    diverged: list[int | None] = [None] * S
+    alive = torch.ones(S, dtype=torch.bool)
+    for step in range(steps):
+        idx = torch.stack([torch.randint(0, len(X), (batch,), generator=g) for g in gens])
+        logits = net.forward(X[idx], training=True)
+        per_member = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1),
+                                                 reduction="none").reshape(S, batch).mean(1)
+        for i in torch.nonzero(alive & ~torch.isfinite(per_member)).flatten().tolist():
+            alive[i], diverged[i] = False, step
+        if not alive.any():
+            break
+        losses[alive, step] = per_member[alive].detach()
+        params = list(net.params.values())
+        grads = torch.autograd.grad(per_member[alive].sum(), params)
         with torch.no_grad():
-            accuracy = (model(test[0]).argmax(-1) == test[1]).double().mean().item()
-    return TrainingRun(torch.tensor(losses, dtype=torch.float64), accuracy, None)
+            if clip is not None:  # clip_grad_norm_ per member: scale by clip / (norm + 1e-6), at most 1
+                norm = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads))
+                grads = [g * torch.clamp(clip / (norm + 1e-6), max=1.0).reshape(-1, *[1] * (g.dim() - 1)) for g in grads]
+            everyone = bool(alive.all())
+            for p, g in zip(params, grads):
+                update = g.add(p, alpha=weight_decay) if weight_decay else g
+                if everyone:
+                    p.sub_(update, alpha=lr)
+                else:
+                    p[alive] -= lr * update[alive]
+    net.write_back()
+    with torch.no_grad():
+        predictions = net.forward(test[0].expand(S, *test[0].shape), training=False).argmax(-1)
+    runs = [TrainingRun(losses[i, : diverged[i] if diverged[i] is not None else steps].clone(),
+                        None if diverged[i] is not None else (predictions[i] == test[1]).double().mean().item(),
+                        diverged[i]) for i in range(S)]
+    return runs[0] if single else runs
 
 
 def half_precision_gradients(weights: list[Tensor], biases: list[Tensor], x: Tensor, activation: str) -> Tensor:

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .activations import DERIVATIVE_FROM_OUTPUT
 from .activations import activation as _activation
+from .estimates import Estimate, fit_line
 from .lyapunov import lyapunov_spectrum
 from .maps import Map, parameter
 
@@ -192,19 +193,26 @@ def measured_top_exponent(
     return float(result.exponents[0]), float(result.stderr[0])
 
 
-def zero_crossing(x: Sequence[float], y: Sequence[float]) -> float:
-    """Where the least-squares line through the points ``(x, y)`` crosses zero.
+def zero_crossing(x: Sequence[float], y: Sequence[float], yerr: Sequence[float]) -> Estimate:
+    r"""Where the weighted least-squares line through the points ``(x, y ± yerr)`` crosses zero.
 
     Used for the measured order-to-chaos line: ``x`` are weight variances around the
-    transition and ``y`` the measured top exponents.
+    transition, ``y`` the measured top exponents and ``yerr`` their standard errors. With
+    the line :math:`y = a + b x` from :func:`chaosgrad.estimates.fit_line`, the crossing is
+    :math:`x_0 = -a/b` and its error follows from the covariance of :math:`(a, b)` by the
+    delta method, :math:`\operatorname{var} x_0 = (\operatorname{var} a + 2 x_0
+    \operatorname{cov}(a, b) + x_0^2 \operatorname{var} b)/b^2`.
 
     Raises
     ------
     ValueError
-        If ``y`` does not change sign (the points do not bracket a crossing).
+        If ``y`` does not change sign (the points do not bracket a crossing), or as
+        :func:`~chaosgrad.estimates.fit_line` for bad lengths or error bars.
     """
     y_arr = np.asarray(y, dtype=float)
     if not (y_arr.min() < 0 < y_arr.max()):
         raise ValueError(f"the values do not change sign, so they bracket no crossing: {y_arr.tolist()}")
-    slope, intercept = np.polyfit(np.asarray(x, dtype=float), y_arr, 1)
-    return float(-intercept / slope)
+    a, b, cov = fit_line(x, y_arr, yerr)
+    x0 = -a.value / b.value
+    variance = (a.stderr**2 + 2 * x0 * cov + x0**2 * b.stderr**2) / b.value**2
+    return Estimate(x0, math.sqrt(max(variance, 0.0)))
