@@ -1,0 +1,14 @@
+"""pytest configuration for the whole repository: nbval compares printed estimates within
+their error bars (tests/nbval_errorbars.py; README, "Reproducibility")."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "tests"))
+
+
+def pytest_configure(config):
+    if getattr(config.option, "nbval", False):
+        import nbval_errorbars
+
+        nbval_errorbars.install()
