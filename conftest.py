@@ -12,3 +12,10 @@ def pytest_configure(config):
         import nbval_errorbars
 
         nbval_errorbars.install()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if "nbval_errorbars" in sys.modules:
+        line = sys.modules["nbval_errorbars"].summary()
+        if line:
+            terminalreporter.write_line(line)

@@ -22,13 +22,18 @@ Loaded from the repository's conftest.py whenever pytest runs with ``--nbval``.
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 from chaosgrad.estimates import disagreement, find_printed
 
-__all__ = ["install", "reconcile"]
+__all__ = ["COMPARED", "install", "reconcile", "summary"]
 
 _SPACES = re.compile(r"[ \t]+")
+
+#: Every pair of printed estimates compared in this session: (stored text, new text,
+#: difference of the values in combined error bars). Summarised at the end of the run.
+COMPARED: list[tuple[str, str, float]] = []
 
 
 def _skeleton(text: str, spans: list[tuple[int, int]]) -> str:
@@ -53,6 +58,9 @@ def reconcile(stored: str, new: str) -> tuple[str, list[str]]:
         return new, []
     if _skeleton(stored, [(p.start, p.end) for p in old_found]) != _skeleton(new, [(p.start, p.end) for p in new_found]):
         return new, []
+    for o, n in zip(old_found, new_found):
+        combined = math.hypot(max(o.error, o.error_unit / 2), max(n.error, n.error_unit / 2))
+        COMPARED.append((o.text, n.text, abs(n.value - o.value) / combined))
     reasons = [disagreement(o, n) for o, n in zip(old_found, new_found)]
     failures = [r for r in reasons if r is not None]
     if not failures:
@@ -95,6 +103,17 @@ def reconcile_outputs(test: list, ref: list) -> tuple[list, list[str]]:
                 container[field], failures = reconcile(stored[key][i], container[field])
                 notes += [f"[{key}] {f}" for f in failures]
     return test, notes
+
+
+def summary() -> str | None:
+    """One line on the estimates compared so far (``None`` if there were none)."""
+    if not COMPARED:
+        return None
+    changed = [z for old, new, z in COMPARED if old != new]
+    line = f"nbval error bars: {len(COMPARED)} printed estimates compared, {len(changed)} printed differently"
+    if changed:
+        line += f" (largest difference {max(changed):.2f} combined error bars, median {sorted(changed)[len(changed) // 2]:.2f})"
+    return line
 
 
 def install() -> None:

@@ -99,6 +99,23 @@ def test_batch_means_of_blocks_and_weights():
         batch_means(x, blocks=0)
 
 
+def test_series_mean_error_bar_grows_with_correlation():
+    """An AR(1) series x_n = 0.9 x_{n-1} + e_n has integrated autocorrelation time
+    (1 + 0.9)/(1 - 0.9) = 19: batch means over blocks of 1000 steps find an error about
+    sqrt(19) = 4.4 times the naive one (within 40%: 20 blocks estimate it to about 16%)."""
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(20000, generator=g, dtype=F64)
+    x = torch.empty_like(noise)
+    x[0] = noise[0]
+    for n in range(1, len(x)):
+        x[n] = 0.9 * x[n - 1] + noise[n]
+    est = Estimate.of_series(x)
+    naive = float(x.std()) / math.sqrt(len(x))
+    assert est.stderr / naive == pytest.approx(math.sqrt(19), rel=0.4)
+    with pytest.raises(ValueError, match="at least two blocks"):
+        Estimate.of_series(torch.ones(1, dtype=F64))
+
+
 def test_jackknife_of_a_mean_is_the_batch_means_error_and_handles_nonlinear_statistics():
     g = torch.Generator().manual_seed(0)
     blocks = torch.randn(20, generator=g, dtype=F64) + 3.0

@@ -93,6 +93,16 @@ class Estimate:
             raise ValueError(f"an error bar needs at least two samples (ensemble members); got {samples.numel()}")
         return cls(float(samples.mean()), float(samples.std(correction=1)) / math.sqrt(samples.numel()), samples)
 
+    @classmethod
+    def of_series(cls, series: Tensor, blocks: int = 20) -> Estimate:
+        """Mean of a correlated series along axis 0 (e.g. an observable along one orbit), with
+        its batch-means standard error over ``blocks`` blocks (see :func:`batch_means`)."""
+        series = torch.as_tensor(series, dtype=torch.float64).reshape(len(series), -1).mean(1)
+        mean, stderr, _, _ = batch_means(series, blocks)
+        if stderr is None:
+            raise ValueError("an error bar needs at least two blocks: pass a series of two or more values")
+        return cls(float(mean), float(stderr))
+
     def __str__(self) -> str:
         return pm(self.value, self.stderr)
 
@@ -157,6 +167,8 @@ def pm(value: float, stderr: float) -> str:
     '-3.0e+13 ± 2.1e+13'
     >>> pm(0.5, 0.0)
     '0.5 ± 0'
+    >>> pm(-0.00001, 0.0022)
+    '0.0000 ± 0.0022'
     """
     value, stderr = float(value), float(stderr)
     if not (math.isfinite(value) and math.isfinite(stderr)) or stderr < 0:
@@ -168,9 +180,11 @@ def pm(value: float, stderr: float) -> str:
         exponent = math.floor(math.log10(max(abs(value), rounded)))
         error_digits = decimals + 1 + math.floor(math.log10(rounded))
         return f"{value:.{max(0, exponent + decimals)}e} ± {rounded:.{error_digits - 1}e}"
-    if decimals > 0:
-        return f"{value:.{decimals}f} ± {rounded:.{decimals}f}"
-    return f"{round(value, decimals):.0f} ± {rounded:.0f}"
+    places = max(decimals, 0)
+    text, error = f"{round(value, decimals):.{places}f}", f"{rounded:.{places}f}"
+    if float(text) == 0:
+        text = text.lstrip("-")  # -0.0000 prints as 0.0000
+    return f"{text} ± {error}"
 
 
 # -- reading printed estimates back -------------------------------------------------------
