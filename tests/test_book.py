@@ -4,6 +4,7 @@ stored outputs, without executing anything, and the rendered pages carry what th
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,66 @@ def test_corrections_render_stored_outputs_and_figure(html):
     assert re.search(r'class="[^"]*proof proposition[^"]*"', text)
 
 
+EXTERNAL = re.compile(r"""<(script|link|img|source|iframe)\b[^>]*\b(src|href)\s*=\s*["']((?:https?:)?//[^"']+)["']""", re.I)
+CSS_EXTERNAL = re.compile(r"""(@import\s+(?:url\()?|url\()\s*["']?((?:https?:)?//[^"')\s]+)""", re.I)
+
+
+def test_no_page_loads_anything_from_the_network(html):
+    """Offline on a defence laptop: no script, stylesheet, font or image from another host.
+    (Links a reader clicks, <a href>, are allowed.)"""
+    found = []
+    for path in html.rglob("*.html"):
+        found += [f"{path.relative_to(html)}: <{tag}> {url}" for tag, _, url in EXTERNAL.findall(path.read_text(encoding="utf-8"))]
+    for sheet in html.rglob("*.css"):
+        found += [f"{sheet.relative_to(html)}: {url}" for _, url in CSS_EXTERNAL.findall(sheet.read_text(encoding="utf-8", errors="replace"))]
+    assert not found, "external resources:\n" + "\n".join(sorted(set(found))[:20])
+
+
+def test_mathjax_is_served_from_the_book_with_the_macros(html):
+    intro = page(html, "intro")
+    assert re.search(r'<script[^>]+src="[./]*_static/mathjax/tex-chtml\.js', intro), "MathJax is not loaded from _static"
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+    assert (html / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir(), "MathJax fonts are missing"
+    assert r'"R": "\\mathbb{R}"' in intro or r"\\mathbb{R}" in intro, "the \\R macro is not configured"
+
+
 def test_references_page_lists_the_cited_works(html):
     refs = page(html, "references")
     for author in ["Oseledets", "Benettin", "Ni", "Poole", "Cohen"]:
         assert author in refs, author
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+RAW_TEX = re.compile(r"\\\(|\\\[|\\begin\{")
+
+
+@pytest.mark.skipif(chromium() is None, reason="no Chromium on PATH: install Debian's 'chromium' package "
+                    "(apt-get install chromium) to check that MathJax renders every formula offline")
+def test_mathjax_renders_every_formula_in_a_headless_browser(html, tmp_path):
+    """Open every page in headless Chromium with the network disabled, let MathJax typeset,
+    and read the resulting DOM: no raw TeX delimiters may remain in the visible text, and
+    MathJax may report no errors (mjx-merror elements)."""
+    problems, typeset = [], 0
+    for path in sorted(html.rglob("*.html")):
+        if "_static" in path.parts or path.name in ("genindex.html", "search.html"):
+            continue
+        cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom", path.as_uri()]
+        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+        assert "</html>" in dom, f"Chromium returned no page for {path.name}"
+        visible = re.sub(r"<(script|style|mjx-assistive-mml)\b.*?</\1>", "", dom, flags=re.S)
+        visible = re.sub(r"<[^>]+>", " ", visible)
+        if RAW_TEX.search(visible):
+            problems.append(f"{path.relative_to(html)}: raw TeX left: {RAW_TEX.search(visible).group(0)!r} near "
+                            f"{visible[max(0, RAW_TEX.search(visible).start() - 60):RAW_TEX.search(visible).start() + 60]!r}")
+        if "<mjx-merror" in dom or "data-mjx-error=" in dom:
+            problems.append(f"{path.relative_to(html)}: MathJax reported an error")
+        typeset += dom.count("<mjx-container")
+    assert not problems, "\n".join(problems)
+    assert typeset > 100, f"only {typeset} formulas were typeset in the whole book"
