@@ -73,6 +73,32 @@ def test_kernel_is_python3(path):
     assert load(path)["metadata"]["kernelspec"]["name"] == "python3"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_is_numbered_captioned_and_cited(path):
+    """A figure is a code cell with an image output; MyST-NB numbers it when the cell has
+    ``mystnb: figure: {caption, name}`` metadata, and the prose must cite it by {numref}."""
+    nb = load(path)
+    prose = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    names = []
+    for i, cell in enumerate(code_cells(nb)):
+        if not any("image/png" in o.get("data", {}) for o in cell["outputs"]):
+            continue
+        figure = cell["metadata"].get("mystnb", {}).get("figure", {})
+        assert figure.get("name", "").startswith("fig-") and len(figure.get("caption", "")) > 30, (
+            f"{path.name}: code cell {i} draws a figure without mystnb figure metadata (name 'fig-...', a caption)")
+        assert f"{{numref}}`{figure['name']}`" in prose, f"{path.name}: figure {figure['name']} is never cited with {{numref}}"
+        names.append(figure["name"])
+    assert len(names) == len(set(names)), f"{path.name}: figure names repeat: {names}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_output_is_split_into_several_streams(path):
+    """A table printed in pieces (one stream output per flush) renders as several boxes."""
+    for i, cell in enumerate(code_cells(load(path))):
+        names = [o["name"] for o in cell["outputs"] if o["output_type"] == "stream"]
+        assert len(names) == len(set(names)), f"{path.name}: code cell {i} stores {names}: one stream of each kind only"
+
+
 def toc_files() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     files = [toc["root"]]
