@@ -87,7 +87,7 @@ def adjoint_lyapunov_spectrum(
             if (i + 1) % r == 0 or i + 1 == steps:
                 if r > 1:
                     states = [orbit[m] for m in range(first, n - 1, -1)]
-                    P, lr = _factor_segment(P, n0 + n, lambda: _step_by_step(map._vjp, P0, states, n0 + first, -1))
+                    P, lr = _factor_segment(P, lambda: _step_by_step(map._vjp, P0, states, n0 + first, -1))
                 else:
                     P, lr, _ = _renormalise(P, step=n0 + n)
                 logs.append(lr)

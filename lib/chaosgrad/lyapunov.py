@@ -270,7 +270,7 @@ def lyapunov_spectrum(
             if (i + 1) % r == 0 or i + 1 == steps:
                 if r > 1:
                     Q0, states = segment
-                    Q, lr = _factor_segment(Q, n + 1, lambda: _step_by_step(map._jvp, Q0, states, n + 1 - len(states), +1))
+                    Q, lr = _factor_segment(Q, lambda: _step_by_step(map._jvp, Q0, states, n + 1 - len(states), +1))
                     segment = []
                 else:
                     Q, lr, _ = _renormalise(Q, step=n + 1)
@@ -317,7 +317,7 @@ def _resolve_renorm_every(renorm_every: int | str, map: Map, x: Tensor, Q: Tenso
     return int(renorm_every)
 
 
-def _factor_segment(V: Tensor, step: int, redo: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+def _factor_segment(V: Tensor, redo: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """QR at the end of a multi-step segment, or ``redo()`` (QR every step) if it is ill-conditioned.
 
     Returns (Q, log diag R). The segment counts as ill-conditioned when a factor is not

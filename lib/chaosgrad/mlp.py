@@ -197,7 +197,7 @@ def train(
 
     ``model`` is one :class:`DeepMLP` or a list of them with one architecture (an ensemble,
     e.g. several initialisation seeds), trained together in batched products, each member on
-    its own minibatches (drawn from ``seed``, one per member; default ``0, 1, ...``). The
+    its own minibatches (drawn from ``seed``: one per member, or an int s for s, s + 1, ...). The
     update is that of ``torch.optim.SGD`` with ``weight_decay`` and, with ``clip``, of
     ``clip_grad_norm_`` applied to each member separately. A member stops at its first
     non-finite loss and reports the step (``diverged_at``, ``test_accuracy`` ``None``)
@@ -212,7 +212,12 @@ def train(
     """
     single = isinstance(model, DeepMLP)
     models = [model] if single else list(model)
-    seeds = [seed] if single else (list(range(len(models))) if seed == 0 else list(seed))
+    if single:
+        seeds = [seed]
+    elif isinstance(seed, int):  # the default 0: seeds 0, 1, ... for the members
+        seeds = [seed + i for i in range(len(models))]
+    else:
+        seeds = list(seed)
     if len(seeds) != len(models):
         raise ValueError(f"train needs one seed per model; got {len(seeds)} seeds for {len(models)} models")
     X, y = data
