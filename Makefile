@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 NBVAL   := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test crosscheck rerun bench clean distclean
+.PHONY: book test crosscheck rerun figures bench clean distclean
 
 # Reproducibility (README, "Reproducibility"): nbval re-executes every notebook; a printed
 # estimate "value ± error" must agree with the stored one within its error bars
@@ -44,6 +44,11 @@ rerun: $(STAMP)
 	@test -f "$(NB)" || { echo "no such notebook: $(NB)"; exit 2; }
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200 "$(NB)"
 	$(MAKE) book
+
+## figures: every figure of the book as vector PDF and 300-dpi PNG, _build/figures/<chapter>-<name>.*
+## (re-executes the notebooks; fails on a figure without a name, a legend under 9 pt or over data)
+figures: $(STAMP)
+	$(BIN)/python tools/export_figures.py --out _build/figures
 
 ## bench: performance ratios measured on this machine (never asserted in tests)
 bench: $(STAMP)

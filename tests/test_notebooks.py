@@ -7,6 +7,7 @@ and that the book's structure and figure rules hold.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -52,13 +53,40 @@ def test_every_code_cell_was_executed_in_order_without_errors(path):
     assert not stderr, f"{path.name}: code cells {stderr} stored stderr output (warnings or progress bars)"
 
 
+#: A code cell holds a few calls and a plot: about 15 lines, at most 20 once lines are
+#: wrapped at 88 characters (what the book's code blocks show without scrolling).
+MAX_CELL_LINES, MAX_LINE_LENGTH = 20, 88
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_ignored_outputs_are_rare_and_cells_short(path):
     cells = code_cells(load(path))
     ignored = [i for i, c in enumerate(cells) if "NBVAL_IGNORE_OUTPUT" in "".join(c["source"])]
     assert len(ignored) <= max(1, len(cells) // 10), f"{path.name}: cells {ignored} skip nbval; keep that for timings"
-    long = [i for i, c in enumerate(cells) if len("".join(c["source"]).splitlines()) > 15]
-    assert not long, f"{path.name}: code cells {long} exceed 15 lines; move the algorithm into lib/chaosgrad"
+    long = [i for i, c in enumerate(cells) if len("".join(c["source"]).splitlines()) > MAX_CELL_LINES]
+    assert not long, f"{path.name}: code cells {long} exceed {MAX_CELL_LINES} lines; move the algorithm into lib/chaosgrad"
+    wide = [(i, n + 1) for i, c in enumerate(cells) for n, line in enumerate("".join(c["source"]).splitlines())
+            if len(line) > MAX_LINE_LENGTH]
+    assert not wide, f"{path.name}: (code cell, line) {wide} longer than {MAX_LINE_LENGTH} characters; wrap them"
+
+
+def png_width(data: str) -> int:
+    """Pixel width of a base64-encoded PNG, from its IHDR chunk."""
+    return int.from_bytes(base64.b64decode(data[:64])[16:20], "big")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_figures_are_stored_at_200_dpi(path):
+    """Figures are "retina" PNGs (chaosgrad.plotting.use_book_style): twice as many pixels
+    as the display width stored beside them, i.e. 200 dpi for a figure shown at 100 dpi."""
+    for i, cell in enumerate(code_cells(load(path))):
+        for out in cell["outputs"]:
+            if "image/png" not in out.get("data", {}):
+                continue
+            shown = out.get("metadata", {}).get("image/png", {}).get("width")
+            assert shown, f"{path.name}: code cell {i} stores a PNG without its display width (not retina)"
+            pixels = png_width(out["data"]["image/png"])
+            assert pixels >= 2 * shown - 2, f"{path.name}: code cell {i}: {pixels} px shown at {shown} px, below 200 dpi"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
