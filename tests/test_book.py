@@ -20,10 +20,11 @@ def html(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     config["execute"]["execute_notebooks"] = "off"
+    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in config["sphinx"]["local_extensions"].items()}
     (out / "_config.yml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jupyter_book), "build", str(ROOT), "--config", str(out / "_config.yml"), "--path-output", str(out), "-W", "--keep-going"]
-    run = subprocess.run(cmd, capture_output=True, text=True)
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, f"strict book build failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     return out / "_build" / "html"
 
@@ -88,6 +89,25 @@ def test_references_page_lists_the_cited_works(html):
     refs = page(html, "references")
     for author in ["Oseledets", "Benettin", "Ni", "Poole", "Cohen"]:
         assert author in refs, author
+
+
+def test_references_are_labelled_author_year_with_arxiv_links(html):
+    """The list is labelled as the text cites (author-year, not [1] or [Ose68]), holds every
+    cited work, and every cited entry with an arXiv eprint links to its abstract page."""
+    refs = page(html, "references")
+    labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<span', refs)
+    bib = (ROOT / "references.bib").read_text(encoding="utf-8")
+    entries = dict(re.findall(r"@\w+\{([^,]+),(.*?)\n\}", bib, flags=re.S))
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "book").iterdir() if p.suffix in {".md", ".ipynb"})
+    cited = {key.strip() for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", sources) for key in group.split(",")}
+    assert cited <= set(entries), f"cited but not in references.bib: {sorted(cited - set(entries))}"
+    assert len(labels) == len(cited), f"{len(labels)} entries listed for {len(cited)} cited works"
+    bad = [label for label in labels if not re.fullmatch(r"[^\d\[\]]+ (\d{4}[a-z]?|n\.d\.)", label)]
+    assert not bad, f"labels not of the form 'Author 2019', 'A and B 2019', 'A et al. 2019': {bad}"
+    assert "Ni and Talnikar 2019" in labels and "Oseledets 1968" in labels, labels
+    for key in sorted(cited):
+        if eprint := re.search(r"eprint\s*=\s*\{([^}]+)\}", entries[key]):
+            assert f'href="https://arxiv.org/abs/{eprint[1]}"' in refs, f"{key}: no link to arXiv {eprint[1]}"
 
 
 def chromium() -> str | None:
