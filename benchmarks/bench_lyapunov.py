@@ -15,17 +15,16 @@ those of the algorithm, not of the random-number generator.
 from __future__ import annotations
 
 import torch
-from common import best_time, matmul_rate, print_table
-
 from chaosgrad import lyapunov_spectrum
-from chaosgrad.lyapunov import _random_basis
 from chaosgrad.networks import RandomNetwork
+from chaosgrad.tangent import random_basis
+from common import best_time, matmul_rate, print_table
 
 
 def reference_loop(net: RandomNetwork, x0: torch.Tensor, layers: int, k: int, autodiff: bool = False) -> torch.Tensor:
     """Benettin's algorithm as usually written: the layer's Jacobian as a matrix (by hand, or
     by torch.func.jacrev as a generic code would), times the basis, and a QR every layer."""
-    x, Q = x0, _random_basis(net.dim, k, x0.dtype, seed=0)
+    x, Q = x0, random_basis(net.dim, k, x0.dtype, seed=0)
     logs = torch.zeros(k, dtype=x0.dtype)
     for n in range(layers):
         W, _ = net.layer(n)

@@ -23,17 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .lyapunov import (
-    LyapunovResult,
-    _check_run,
-    _factor_segment,
-    _random_basis,
-    _renormalise,
-    _resolve_renorm_every,
-    _step_by_step,
-    summarise_run,
-)
+from .lyapunov import LyapunovResult, summarise_run
 from .maps import Map
+from .tangent import backward_run, check_run, random_basis, renormalise, resolve_renorm_every
 from .progress import progress_range
 
 __all__ = ["BackpropGrowth", "adjoint_lyapunov_spectrum", "backprop_growth"]
@@ -71,28 +63,15 @@ def adjoint_lyapunov_spectrum(
     ValueError, NonFiniteStateError
         As :func:`chaosgrad.lyapunov_spectrum`.
     """
-    x, k, steps, warmup = _check_run(map, x0, steps, k, warmup, n0)
+    x, k, steps, warmup = check_run(map, x0, steps, k, warmup, n0)
     orbit = map.trajectory(x, 2 * warmup + steps, n0, progress)
-    P = _random_basis(map.dim, k, x.dtype, seed).expand(*x.shape[:-1], map.dim, k)
-    r = _resolve_renorm_every(renorm_every, map, orbit[warmup], P, n0 + warmup, steps)
+    P = random_basis(map.dim, k, x.dtype, seed).expand(*x.shape[:-1], map.dim, k)
+    r = resolve_renorm_every(renorm_every, map, orbit[warmup], P, n0 + warmup, steps)
     last = 2 * warmup + steps - 1
-    logs, ends = [], []
     with torch.no_grad():
         for j in progress_range(warmup, progress, desc="adjoint warm-up"):
-            P, _, _ = _renormalise(map._vjp(orbit[last - j], P, n0 + last - j), step=n0 + last - j)
-        P0, first = P, warmup + steps - 1  # the segment starts at P0 = P at orbit[first]
-        for i in progress_range(steps, progress, desc="adjoint spectrum"):
-            n = warmup + steps - 1 - i
-            P = map._vjp(orbit[n], P, n0 + n)
-            if (i + 1) % r == 0 or i + 1 == steps:
-                if r > 1:
-                    states = [orbit[m] for m in range(first, n - 1, -1)]
-                    P, lr = _factor_segment(P, lambda: _step_by_step(map._vjp, P0, states, n0 + first, -1))
-                else:
-                    P, lr, _ = _renormalise(P, step=n0 + n)
-                logs.append(lr)
-                ends.append(i + 1)
-                P0, first = P, n - 1
+            P, _, _ = renormalise(map._vjp(orbit[last - j], P, n0 + last - j), step=n0 + last - j)
+    logs, ends, P = backward_run(map, orbit, P, warmup + steps - 1, steps, n0, r, progress, desc="adjoint spectrum")
     return summarise_run(logs, ends, blocks, basis=P, final_state=orbit[warmup], renorm_every=r)
 
 
@@ -137,7 +116,7 @@ def backprop_growth(map: Map, x0: Tensor, depth: int, n0: int = 0, blocks: int =
     n0, blocks, seed
         Index of the first layer, number of blocks for the error bar, seed of the covectors.
     """
-    x, _, depth, _ = _check_run(map, x0, depth, 1, 0, n0)
+    x, _, depth, _ = check_run(map, x0, depth, 1, 0, n0)
     orbit = map.trajectory(x, depth, n0)
     g = torch.Generator().manual_seed(seed)
     psi = torch.randn(*x.shape, 1, generator=g, dtype=x.dtype)
@@ -145,7 +124,7 @@ def backprop_growth(map: Map, x0: Tensor, depth: int, n0: int = 0, blocks: int =
     increments = []
     with torch.no_grad():
         for n in range(depth - 1, -1, -1):
-            psi, lr, _ = _renormalise(map._vjp(orbit[n], psi, n0 + n), step=n0 + n)
+            psi, lr, _ = renormalise(map._vjp(orbit[n], psi, n0 + n), step=n0 + n)
             increments.append(lr)
     result = summarise_run(increments, list(range(1, depth + 1)), blocks, basis=psi, final_state=orbit[0], renorm_every=1)
     log_norms = torch.cat([torch.zeros_like(increments[0])[None], torch.cumsum(torch.stack(increments), 0)])

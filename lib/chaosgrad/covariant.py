@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .lyapunov import _check_run, _random_basis, _renormalise, summarise_run
+from .lyapunov import summarise_run
 from .maps import Map
+from .tangent import align_forward, check_run, random_basis, renormalise
 from .progress import progress_range
 
 __all__ = ["CovariantVectors", "covariant_lyapunov_vectors", "duality_errors", "principal_angles"]
@@ -112,15 +113,13 @@ def covariant_lyapunov_vectors(
     NonFiniteStateError
         If a state or a basis becomes inf or NaN.
     """
-    x, k, steps, warmup = _check_run(map, x0, steps, k, warmup, n0)
+    x, k, steps, warmup = check_run(map, x0, steps, k, warmup, n0)
     if int(every) != every or every < 1:
         raise ValueError(f"every must be a whole number >= 1; got every = {every}")
     dim, batch = map.dim, x.shape[:-1]
-    Q = _random_basis(dim, k, x.dtype, seed).expand(*batch, dim, k)
+    Q = random_basis(dim, k, x.dtype, seed).expand(*batch, dim, k)
+    x, Q = align_forward(map, x, Q, warmup, n0, progress, desc="CLV warm-up")
     with torch.no_grad():
-        for i in progress_range(warmup, progress, desc="CLV warm-up"):
-            x, V = map._step_jvp(x, Q, n0 + i)
-            Q, _, _ = _renormalise(V, step=n0 + i + 1)
         start = n0 + warmup
         window = steps + warmup
         orbit = map.trajectory(x, window, start, progress)  # x_start ... x_{start + window}
@@ -129,20 +128,20 @@ def covariant_lyapunov_vectors(
         for i in progress_range(window, progress, desc="CLV forward"):
             if i in kept:
                 Qs[i] = Q
-            Q, lr, R = _renormalise(map._jvp(orbit[i], Q, start + i), step=start + i + 1)
+            Q, lr, R = renormalise(map._jvp(orbit[i], Q, start + i), step=start + i + 1)
             Rs.append(R)
             if i < steps:
                 logs.append(lr)
 
         g = torch.Generator().manual_seed(seed + 1)
         C = torch.triu(torch.randn(*batch, k, k, generator=g, dtype=x.dtype))
-        P = _random_basis(dim, k, x.dtype, seed + 2).expand(*batch, dim, k)
+        P = random_basis(dim, k, x.dtype, seed + 2).expand(*batch, dim, k)
         vectors, adjoint = {}, {}
         for i in progress_range(window, progress, desc="CLV backward"):
             n = window - 1 - i  # C_{n+1} -> C_n, P_{n+1} -> P_n
             C = torch.linalg.solve_triangular(Rs[n], C, upper=True)
             C = C / torch.linalg.vector_norm(C, dim=-2, keepdim=True)
-            P, _, _ = _renormalise(map._vjp(orbit[n], P, start + n), step=start + n)
+            P, _, _ = renormalise(map._vjp(orbit[n], P, start + n), step=start + n)
             if n in Qs:
                 Vn = Qs[n] @ C
                 vectors[n] = Vn

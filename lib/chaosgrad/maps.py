@@ -62,6 +62,10 @@ class Map(torch.nn.Module):
 
     dim: int
 
+    #: True when :math:`f_n` does not depend on ``n`` (one map iterated; a tied network); lets
+    #: algorithms evaluate derivatives for many steps in one batched call. Default False.
+    autonomous: bool = False
+
     # -- the map ------------------------------------------------------------------------
     def step(self, x: Tensor, n: int = 0) -> Tensor:
         """Apply :math:`f_n` to states ``x`` of shape ``(..., dim)``; return the same shape.
@@ -221,7 +225,7 @@ class Map(torch.nn.Module):
             return pullback(wb)[0]
 
         grads = torch.func.vmap(one)(xf, wf)
-        return {k: g.reshape(*batch, *params[k].shape) for k, g in grads.items()}
+        return {k: g.reshape((*batch, *params[k].shape)) for k, g in grads.items()}
 
     def _call_with(self, params: dict[str, Tensor], x: Tensor, n: int) -> Tensor:
         """``step`` with the parameters replaced by ``params`` (for :mod:`torch.func`)."""

@@ -74,6 +74,11 @@ class RandomNetwork(Map):
     torch.Size([4, 4])
     """
 
+    @property
+    def autonomous(self) -> bool:
+        """A tied network applies the same layer at every step."""
+        return self.tied
+
     def __init__(
         self,
         width: int,

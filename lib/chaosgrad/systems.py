@@ -25,7 +25,67 @@ from torch import Tensor
 from .maps import Map, parameter
 from .validation import check_positive
 
-__all__ = ["Henon", "Logistic", "Lorenz63", "Noisy"]
+__all__ = ["Affine", "Henon", "Logistic", "Lorenz63", "Noisy"]
+
+
+class Affine(Map):
+    r"""The affine map :math:`x \mapsto A x + \gamma\, b` with a scalar parameter :math:`\gamma`.
+
+    With spectral radius :math:`\rho(A) < 1` it is stable: every orbit converges to the
+    fixed point :math:`x^* = \gamma (I - A)^{-1} b`, and for :math:`\Phi(x) = c^\top x` the
+    long-time average has the exact derivative
+    :math:`d\langle\Phi\rangle/d\gamma = c^\top (I - A)^{-1} b`. The average over a finite run
+    :math:`J_N = \frac1N\sum_{n=1}^N c^\top x_n` from a fixed :math:`x_0` has derivative
+    :math:`c^\top (I - A)^{-1} b - \frac1N c^\top A (I - A^N)(I - A)^{-2} b`, the second term
+    being the :math:`O(1/N)` boundary term (see :meth:`finite_run_derivative`). Closed-form
+    ``jvp``/``vjp``.
+
+    Parameters
+    ----------
+    A : array_like, shape (dim, dim)
+    b : array_like, shape (dim,)
+    gamma : float
+    """
+
+    autonomous = True
+
+    def __init__(self, A, b, gamma: float = 0.0) -> None:
+        super().__init__()
+        A = torch.as_tensor(A, dtype=torch.float64)
+        b = torch.as_tensor(b, dtype=A.dtype)
+        if A.ndim != 2 or A.shape[0] != A.shape[1] or b.shape != A.shape[:1]:
+            raise ValueError(f"A must be (dim, dim) and b (dim,); got A {tuple(A.shape)} and b {tuple(b.shape)}")
+        self.dim = A.shape[0]
+        self.register_buffer("A", A)
+        self.register_buffer("b", b)
+        self.gamma = parameter(gamma)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, gamma={self.gamma.item():g}"
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        return x @ self.A.mT + self.gamma * self.b
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        return (self.A @ V).expand(*x.shape[:-1], *V.shape[-2:])
+
+    def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        return (self.A.mT @ W).expand(*x.shape[:-1], *W.shape[-2:])
+
+    def average_derivative(self, c: Tensor) -> float:
+        r""":math:`c^\top (I - A)^{-1} b`, the derivative of :math:`\langle c^\top x\rangle` (for :math:`\rho(A) < 1`)."""
+        eye = torch.eye(self.dim, dtype=self.A.dtype)
+        return float(c @ torch.linalg.solve(eye - self.A, self.b))
+
+    def finite_run_derivative(self, c: Tensor, N: int) -> float:
+        r""":math:`dJ_N/d\gamma` for :math:`J_N = \frac1N\sum_{n=1}^N c^\top x_n` from a fixed :math:`x_0`:
+        :math:`\frac1N \sum_{n=1}^{N} c^\top (I + A + \dots + A^{n-1})\, b`, summed exactly."""
+        total, power_sum, term = 0.0, torch.zeros_like(self.b), self.b.clone()
+        for _ in range(N):
+            power_sum = power_sum + term  # (I + A + ... + A^{n-1}) b
+            total += float(c @ power_sum)
+            term = self.A @ term
+        return total / N
 
 
 class Henon(Map):
@@ -39,6 +99,8 @@ class Henon(Map):
     a, b
         Parameters; the classical chaotic values are ``a = 1.4``, ``b = 0.3``.
     """
+
+    autonomous = True
 
     dim = 2
 
@@ -70,6 +132,8 @@ class Logistic(Map):
     :math:`\ln 2` exactly. Closed-form ``jvp``/``vjp``: :math:`Df = r(1 - 2x)`.
     """
 
+    autonomous = True
+
     dim = 1
 
     def __init__(self, r: float = 4.0) -> None:
@@ -100,6 +164,8 @@ class Lorenz63(Map):
     at its own stage point); the adjoint map is its exact transpose, also in closed form
     (the same stages in reverse order).
     """
+
+    autonomous = True
 
     dim = 3
 
