@@ -5,12 +5,26 @@ networks". Everything is a :class:`Map`, ``x_{n+1} = f_n(x_n; gamma)`` on float6
 of shape ``(..., dim)``; every algorithm takes a map.
 """
 
-from . import activations, adjoint, covariant, estimates, lyapunov, meanfield, networks, plotting, systems, training
+from . import (
+    activations,
+    adjoint,
+    covariant,
+    estimates,
+    lyapunov,
+    meanfield,
+    networks,
+    plotting,
+    shadowing,
+    systems,
+    tangent,
+    training,
+)
 from .adjoint import BackpropGrowth, adjoint_lyapunov_spectrum, backprop_growth
 from .covariant import CovariantVectors, covariant_lyapunov_vectors, duality_errors, principal_angles
 from .estimates import Estimate, pm
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
+from .shadowing import ShadowingResult, nilsas
 from .validation import NonFiniteStateError
 
 __version__ = "0.1.0"
@@ -22,6 +36,7 @@ __all__ = [
     "LyapunovResult",
     "Map",
     "NonFiniteStateError",
+    "ShadowingResult",
     "activations",
     "adjoint",
     "adjoint_lyapunov_spectrum",
@@ -35,11 +50,14 @@ __all__ = [
     "lyapunov_spectrum",
     "meanfield",
     "networks",
+    "nilsas",
     "parameter",
     "plotting",
     "pm",
+    "shadowing",
     "principal_angles",
     "systems",
+    "tangent",
     "training",
     "__version__",
 ]
