@@ -15,7 +15,7 @@ import torch
 
 import chaosgrad
 from chaosgrad.networks import RandomNetwork
-from chaosgrad.systems import Henon, Logistic, Lorenz63, Noisy
+from chaosgrad.systems import Affine, Henon, Logistic, Lorenz63, Noisy, PerturbedCat
 from chaosgrad.training import GradientDescent
 
 H = 1e-6
@@ -34,8 +34,10 @@ def states(system: chaosgrad.Map, shape=(5,)) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     if isinstance(system, Logistic):
         return torch.rand(*shape, 1, generator=g, dtype=torch.float64)
-    if isinstance(system, (GradientDescent, RandomNetwork)):
+    if isinstance(system, (GradientDescent, RandomNetwork, Affine)):
         return torch.randn(*shape, system.dim, generator=g, dtype=torch.float64)
+    if isinstance(system, PerturbedCat):  # away from the seams of the torus, where mod 1 jumps
+        return 0.2 + 0.6 * torch.rand(*shape, 2, generator=g, dtype=torch.float64)
     x0 = {2: [0.1, 0.1], 3: [1.0, 1.0, 20.0]}[system.dim]
     x0 = torch.tensor(x0, dtype=torch.float64) + 0.01 * torch.randn(*shape, system.dim, generator=g, dtype=torch.float64)
     deterministic = system.map if isinstance(system, Noisy) else system
@@ -49,6 +51,8 @@ SYSTEMS = {
     "noisy-henon": lambda: Noisy(Henon(), sigma=0.05),
     "gradient-descent": lambda: GradientDescent(quadratic_plus_quartic, dim=4, lr=0.1),
     "tanh-network": lambda: RandomNetwork(6, sigma_w2=2.0, sigma_b2=0.1),
+    "affine": lambda: Affine(torch.arange(9.0).reshape(3, 3) / 20 - 0.2, [1.0, -2.0, 0.5], gamma=0.3),
+    "perturbed-cat": lambda: PerturbedCat(0.1),
 }
 
 
@@ -117,7 +121,7 @@ def test_vjp_matches_central_differences_of_the_dual_pairing(system):
     torch.testing.assert_close(pulled, fd, rtol=FD_RTOL, atol=FD_RTOL * fd.abs().max().item())
 
 
-@pytest.mark.parametrize("name", ["henon", "logistic", "lorenz63"])
+@pytest.mark.parametrize("name", ["henon", "logistic", "lorenz63", "affine", "perturbed-cat"])
 def test_closed_forms_equal_torch_func(name):
     system = SYSTEMS[name]()
     x = states(system)
@@ -224,3 +228,14 @@ def test_doc_example_map_has_default_derivatives():
     x = torch.tensor([[0.2], [0.7]], dtype=torch.float64)
     torch.testing.assert_close(tent.jvp(x, torch.ones(1, 1, dtype=torch.float64))[..., 0, 0], torch.tensor([1.9, -1.9], dtype=torch.float64))
     torch.testing.assert_close(tent.param_jvp(x, {"mu": 1.0})[..., 0], torch.tensor([0.2, 0.3], dtype=torch.float64))
+
+
+def test_perturbed_cat_preserves_area_and_its_exponents_sum_to_zero():
+    """det Df = det A det S = 1 at every point: Lebesgue measure is invariant for every eps."""
+    cat = PerturbedCat(0.3)
+    x = states(cat, shape=(50,))
+    J = cat.jvp(x, torch.eye(2, dtype=torch.float64).expand(50, 2, 2))
+    torch.testing.assert_close(torch.linalg.det(J), torch.ones(50, dtype=torch.float64), rtol=0, atol=1e-13)
+    spectrum = chaosgrad.lyapunov_spectrum(cat, x[:4], 2000)
+    assert abs(spectrum.exponents.sum().item()) < 1e-12
+    assert spectrum.exponents[0].item() == pytest.approx(0.9624, abs=0.01)  # ln((3 + sqrt 5)/2) at eps = 0

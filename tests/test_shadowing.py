@@ -171,3 +171,30 @@ def test_non_finite_states_and_adjoints_name_the_step(hyperbolic):
 
 def test_exported_at_the_top_level():
     assert chaosgrad.nilsas is nilsas and chaosgrad.ShadowingResult is chaosgrad.shadowing.ShadowingResult
+
+
+def test_time_dependent_map_with_m_0_is_backpropagation():
+    """Untied layers: df/dgamma is taken step by step (the map is not autonomous)."""
+    from chaosgrad.networks import RandomNetwork
+
+    net = RandomNetwork(8, depth=60, sigma_w2=0.8, sigma_b2=0.05, seed=4)
+    assert not net.autonomous
+    x0 = torch.randn(3, 8, generator=torch.Generator().manual_seed(2), dtype=F64)
+    activity = lambda x: (x**2).mean(-1)  # noqa: E731
+    r = nilsas(net, x0, activity, segments=6, segment_steps=10, n_unstable=0)
+    for name in ("sigma_w", "sigma_b"):
+        bp = backprop_derivative(net, x0, 60, activity, name)
+        torch.testing.assert_close(r.per_member[name], bp, rtol=0, atol=1e-12)
+
+
+def test_shadowing_omits_the_unstable_term_on_the_perturbed_cat_map():
+    """The map preserves area for every eps, so <cos 2 pi y> does not depend on eps: the
+    linear response is exactly 0. Shadowing alone is not (0.2200 +- 0.0018 in chapter 4): the
+    unstable divergence term cancels it. A short run must already be many error bars from 0."""
+    from chaosgrad.systems import PerturbedCat
+
+    x0 = torch.rand(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    r = nilsas(PerturbedCat(0.1), x0, lambda x: torch.cos(2 * torch.pi * x[..., 1]), 40, 10, warmup=100)
+    assert r.n_unstable == 1
+    assert r.gradient["eps"].value > 10 * r.gradient["eps"].stderr
+    assert r.gradient["eps"].value == pytest.approx(0.22, abs=0.03)

@@ -19,13 +19,15 @@ J. C. Sprott, *Chaos and Time-Series Analysis*, Oxford University Press (2003).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from .maps import Map, parameter
 from .validation import check_positive
 
-__all__ = ["Affine", "Henon", "Logistic", "Lorenz63", "Noisy"]
+__all__ = ["Affine", "Henon", "Logistic", "Lorenz63", "Noisy", "PerturbedCat"]
 
 
 class Affine(Map):
@@ -234,6 +236,54 @@ class Lorenz63(Map):
         g2 = self.field_vjp(y2, (h / 3.0) * W + (h / 2.0) * g3)
         g1 = self.field_vjp(y1, (h / 6.0) * W + (h / 2.0) * g2)
         return W + g1 + g2 + g3 + g4
+
+
+class PerturbedCat(Map):
+    r"""Arnold's cat map after an area-preserving shear, on the torus :math:`[0, 1)^2`:
+
+    .. math::  (x, y) \mapsto A \begin{pmatrix} x + \frac{\varepsilon}{2\pi}\sin 2\pi y \\ y
+               \end{pmatrix} \bmod 1, \qquad A = \begin{pmatrix} 2 & 1 \\ 1 & 1 \end{pmatrix}.
+
+    Both factors have determinant 1, so the map preserves area for every :math:`\varepsilon`,
+    and for small :math:`\varepsilon` it is Anosov (uniformly hyperbolic). Its physical (SRB)
+    measure is then Lebesgue measure for every :math:`\varepsilon`: every long-time average
+    :math:`\langle\Phi\rangle = \int\Phi\,dx` is independent of :math:`\varepsilon`, and
+    :math:`d\langle\Phi\rangle/d\varepsilon = 0` exactly. The shadowing contribution to that
+    derivative need not vanish; the unstable divergence contribution cancels it, which makes
+    this map the book's test case for what shadowing omits. Exponents sum to 0; closed-form
+    ``jvp``/``vjp`` (:math:`Df = A S`, :math:`S` the shear's Jacobian).
+
+    Parameters
+    ----------
+    eps : float
+        Strength of the shear, the parameter :math:`\varepsilon`.
+    """
+
+    autonomous = True
+    dim = 2
+
+    def __init__(self, eps: float = 0.1) -> None:
+        super().__init__()
+        self.eps = parameter(eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps.item():g}"
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        u = x[..., 0] + self.eps * torch.sin(2 * math.pi * x[..., 1]) / (2 * math.pi)
+        v = x[..., 1]
+        return torch.remainder(torch.stack((2 * u + v, u + v), dim=-1), 1.0)
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        shear = self.eps * torch.cos(2 * math.pi * x[..., 1, None])
+        u = V[..., 0, :] + shear * V[..., 1, :]  # S V
+        return torch.stack((2 * u + V[..., 1, :], u + V[..., 1, :]), dim=-2)
+
+    def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        shear = self.eps * torch.cos(2 * math.pi * x[..., 1, None])
+        a = 2 * W[..., 0, :] + W[..., 1, :]  # A^T W, first row
+        b = W[..., 0, :] + W[..., 1, :]
+        return torch.stack((a, shear * a + b), dim=-2)  # S^T A^T W
 
 
 class Noisy(Map):
