@@ -10,6 +10,7 @@ from . import (
     adjoint,
     covariant,
     estimates,
+    kernel,
     lyapunov,
     meanfield,
     networks,
@@ -20,7 +21,12 @@ from . import (
     training,
 )
 from .adjoint import BackpropGrowth, adjoint_lyapunov_spectrum, backprop_growth
-from .covariant import CovariantVectors, covariant_lyapunov_vectors, duality_errors, principal_angles
+from .covariant import (
+    CovariantVectors,
+    covariant_lyapunov_vectors,
+    duality_errors,
+    principal_angles,
+)
 from .estimates import Estimate, pm
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
@@ -46,6 +52,7 @@ __all__ = [
     "duality_errors",
     "estimates",
     "kaplan_yorke_dimension",
+    "kernel",
     "lyapunov",
     "lyapunov_spectrum",
     "meanfield",

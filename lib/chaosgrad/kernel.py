@@ -1,0 +1,232 @@
+r"""Kernel differentiation (the likelihood-ratio method) and the path-kernel hybrid.
+
+For a noisy map :math:`x_{n+1} = f(x_n;\gamma) + \sigma\xi_n`, :math:`\xi_n \sim N(0, I)`
+(:class:`~chaosgrad.systems.Noisy`), the law of one step is the Gaussian kernel
+:math:`p_\gamma(y \mid x) \propto \exp(-\|y - f(x;\gamma)\|^2 / 2\sigma^2)`, whose score is
+:math:`\partial_\gamma \ln p_\gamma(x_{n+1}\mid x_n) = \langle \partial_\gamma f(x_n), \xi_n\rangle/\sigma`.
+Differentiating the expectation over the path's density instead of the path gives
+
+.. math::  \frac{d}{d\gamma}\mathbb{E}[\Phi(x_T)] = \mathbb{E}\big[(\Phi(x_T) - \mathbb{E}\Phi(x_T))\, S_T\big],
+           \qquad S_T = \frac1\sigma \sum_{n=0}^{T-1} \langle \partial_\gamma f(x_n), \xi_n\rangle ,
+
+(centring is free because :math:`\mathbb{E}S_T = 0`, and it lowers the variance). No
+Jacobian product appears, so nothing explodes on an unstable map; the price is a variance
+that grows like :math:`T/\sigma^2`. For a long-time average the correlation between
+:math:`\Phi(x_m)` and the scores of steps long before :math:`m` decays on a mixing system,
+and truncating it to a window of ``W`` steps (the *ergodic* version) lets one long path give
+the derivative of the stationary average :cite:`ni2025ergodic`.
+
+The *path-kernel hybrid* moves a fraction :math:`\alpha_n` of the pathwise perturbation onto
+the kernel at every step: with :math:`v_0 = 0`,
+
+.. math::  u_n = Df(x_n)\,v_n + \partial_\gamma f(x_n), \qquad
+           S \mathrel{+}= \alpha_n\langle u_n, \xi_n\rangle/\sigma, \qquad v_{n+1} = (1 - \alpha_n)\,u_n,
+
+and :math:`d\mathbb{E}\Phi(x_T)/d\gamma = \mathbb{E}[\nabla\Phi(x_T)\cdot v_T + (\Phi(x_T) - \mathbb{E}\Phi)\,S]`:
+a perturbation :math:`\alpha u` of :math:`x_{n+1}` is the same as shifting the noise by
+:math:`\alpha u/\sigma`, whose likelihood ratio has derivative :math:`\langle\alpha u, \xi\rangle/\sigma`.
+:math:`\alpha = 0` is the pathwise (tangent) derivative, :math:`\alpha = 1` pure kernel
+differentiation.
+
+References
+----------
+:cite:`ni2025ergodic` A. Ni, arXiv:2410.10138 (ergodic and foliated kernel differentiation);
+A. Ni, arXiv:2503.00718 (the path-kernel method).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .estimates import Estimate
+from .systems import Noisy
+from .validation import check_finite
+
+__all__ = ["kernel_derivative", "path_kernel_derivative"]
+
+Observable = Callable[[Tensor], Tensor]
+
+
+def _check(noisy: Noisy, x0: Tensor, T: int, parameter: str, warmup: int) -> Tensor:
+    if not isinstance(noisy, Noisy):
+        raise TypeError(f"kernel differentiation needs a chaosgrad.systems.Noisy map (additive noise); got {type(noisy).__name__}")
+    params = noisy.params()
+    if parameter not in params or params[parameter].numel() != 1:
+        scalars = sorted(k for k, p in params.items() if p.numel() == 1)
+        raise ValueError(f"parameter must name a scalar parameter of the wrapped map, one of {scalars}; got {parameter!r}")
+    for name, value, low in [("T", T, 1), ("warmup", warmup, 0)]:
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}; got {name} = {value}")
+    return check_finite(noisy.check_state(x0, "x0"), "initial state x0", step=0)
+
+
+def _observe(observable: Observable, x: Tensor, step: int) -> Tensor:
+    value = observable(x)
+    if value.shape != x.shape[:-1]:
+        raise ValueError(f"observable must map states of shape (..., dim) to values of shape (...); "
+                         f"for states {tuple(x.shape)} it returned {tuple(value.shape)}")
+    check_finite(value.detach(), "observable", step=step)
+    return value
+
+
+def _summary(samples: Tensor) -> Estimate:
+    """Mean and standard error over paths (the leading axes)."""
+    flat = samples.reshape(-1)
+    if flat.numel() < 2:
+        raise ValueError("kernel_derivative needs at least 2 independent paths for an error bar "
+                         "(leading axes of x0), or window=W on one long path")
+    return Estimate.of(flat)
+
+
+def kernel_derivative(
+    noisy: Noisy,
+    x0: Tensor,
+    T: int,
+    observable: Observable,
+    parameter: str,
+    average: bool = False,
+    window: int | None = None,
+    warmup: int = 0,
+    blocks: int = 20,
+) -> Estimate:
+    r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` (or of the average of :math:`\Phi(x_1..x_T)`)
+    with respect to a scalar parameter, by kernel differentiation.
+
+    Parameters
+    ----------
+    noisy
+        :class:`~chaosgrad.systems.Noisy`: the map and its additive Gaussian noise (drawn
+        from the map's own generator, so runs are reproducible).
+    x0
+        Initial states ``(..., dim)``: leading axes are independent paths.
+    T
+        Steps after ``warmup``.
+    observable
+        :math:`\Phi`, states ``(..., dim)`` to values ``(...,)``.
+    parameter
+        Name of a scalar parameter of the wrapped map.
+    average
+        ``False``: :math:`d\mathbb{E}\Phi(x_T)/d\gamma`; ``True``: the derivative of
+        :math:`\mathbb{E}\frac1T\sum_{m=1}^T \Phi(x_m)`. Both from the fixed ``x0``, with the
+        scores of the warm-up steps included (the derivative of exactly what
+        :func:`~chaosgrad.derivatives.finite_difference` differences).
+    window
+        ``W``: the ergodic version. Each :math:`\Phi(x_m) - \bar\Phi` is paired with the
+        scores of the ``W`` steps before it only, and the result estimates the derivative of
+        the stationary average; the error bar comes from ``blocks`` batch means along the
+        path (averaged over paths). Truncation biases the result by the correlations beyond
+        ``W`` steps, which decay on a mixing system.
+    warmup
+        Steps run first (their scores count unless ``window`` is given).
+    blocks
+        Number of blocks for the ergodic version's error bar.
+
+    Returns
+    -------
+    Estimate
+        The mean over paths with its standard error (ergodic version: over blocks).
+
+    Raises
+    ------
+    TypeError
+        If ``noisy`` is not a :class:`~chaosgrad.systems.Noisy` map.
+    ValueError
+        For an unknown parameter, ``T < 1``, ``warmup < 0``, ``window < 1``, fewer than two
+        paths without ``window``, or an observable of the wrong shape.
+
+    See Also
+    --------
+    path_kernel_derivative : the hybrid with the pathwise derivative.
+    chaosgrad.derivatives.finite_difference : the reference.
+    """
+    x = _check(noisy, x0, T, parameter, warmup)
+    if window is not None and (int(window) != window or window < 1):
+        raise ValueError(f"window must be a whole number >= 1; got window = {window}")
+    sigma, total = noisy.sigma, warmup + int(T)
+    scores, values = [], []  # s_n = <df/dgamma(x_n), xi_n> / sigma; Phi(x_m) for m = 1..total
+    with torch.no_grad():
+        for n in range(total):
+            xi = noisy.noise(x)
+            dfdg = noisy.map.param_jvp(x, {parameter: 1.0}, n)
+            scores.append((dfdg * xi).sum(-1) / sigma)
+            x = check_finite(noisy.map.step(x, n) + sigma * xi, "state", step=n + 1)
+            values.append(_observe(observable, x, n + 1))
+    s, phi = torch.stack(scores), torch.stack(values)  # (total, ...)
+    cumulative = torch.cumsum(s, 0)  # cumulative[m - 1] = S_m = sum_{n < m} s_n
+    if window is None:
+        if not average:
+            centred = phi[-1] - phi[-1].mean()
+            return _summary(centred * cumulative[-1])
+        measured = slice(warmup, total)  # x_{warmup+1} .. x_total
+        centred = phi[measured] - phi[measured].mean(dim=tuple(range(1, phi.dim())), keepdim=True)
+        return _summary((centred * cumulative[measured]).mean(0))
+    W = int(window)
+    # the scores of the W steps before m: S_m - S_{m-W}
+    shifted = torch.cat([torch.zeros_like(cumulative[:W]), cumulative[:-W]]) if W < total else torch.zeros_like(cumulative)
+    recent = (cumulative - shifted)[warmup:]
+    phi_run = phi[warmup:]
+    per_step = (phi_run - phi_run.mean(0, keepdim=True)) * recent  # (T, ...)
+    return Estimate.of_series(per_step.reshape(per_step.shape[0], -1).mean(1), blocks=blocks)
+
+
+def path_kernel_derivative(
+    noisy: Noisy,
+    x0: Tensor,
+    T: int,
+    observable: Observable,
+    parameter: str,
+    alpha: float | Sequence[float] | Tensor,
+) -> Estimate:
+    r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` by the path-kernel hybrid.
+
+    At every step a fraction ``alpha`` of the tangent perturbation is moved onto the noise
+    kernel (see the module docstring): ``alpha = 0`` is the pathwise derivative (a forward
+    tangent, which explodes on an unstable map), ``alpha = 1`` is
+    :func:`kernel_derivative` (variance growing like :math:`T/\sigma^2`); in between, the
+    tangent is damped by :math:`(1-\alpha)` per step and the score grows more slowly.
+
+    Parameters
+    ----------
+    noisy, x0, T, observable, parameter
+        As :func:`kernel_derivative` (no warm-up, no average).
+    alpha
+        A float in ``[0, 1]``, or one value per step (length ``T``).
+
+    Returns
+    -------
+    Estimate
+        Mean over paths and its standard error.
+
+    Raises
+    ------
+    ValueError
+        For ``alpha`` outside ``[0, 1]`` or a schedule whose length is not ``T``.
+    """
+    x = _check(noisy, x0, T, parameter, 0)
+    T = int(T)
+    schedule = torch.as_tensor(alpha, dtype=x.dtype).reshape(-1)
+    if schedule.numel() == 1:
+        schedule = schedule.expand(T)
+    if schedule.numel() != T or not bool(((schedule >= 0) & (schedule <= 1)).all()):
+        raise ValueError(f"alpha must be a number in [0, 1] or T = {T} of them; got {schedule.numel()} values "
+                         f"from {float(schedule.min()):g} to {float(schedule.max()):g}")
+    sigma = noisy.sigma
+    v = torch.zeros_like(x)
+    score = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    with torch.no_grad():
+        for n in range(T):
+            xi = noisy.noise(x)
+            u = noisy.map._jvp(x, v[..., None], n)[..., 0] + noisy.map.param_jvp(x, {parameter: 1.0}, n)
+            score = score + schedule[n] * (u * xi).sum(-1) / sigma
+            v = (1 - schedule[n]) * u
+            x = check_finite(noisy.map.step(x, n) + sigma * xi, "state", step=n + 1)
+            check_finite(v, "path tangent", step=n + 1)
+    with torch.enable_grad():
+        state = x.detach().requires_grad_(True)
+        phi = _observe(observable, state, T)
+        (grad,) = torch.autograd.grad(phi.sum(), state)
+    phi = phi.detach()
+    return _summary((grad * v).sum(-1) + (phi - phi.mean()) * score)
