@@ -93,3 +93,27 @@ def test_hybrid_is_unbiased_for_every_alpha_on_ar1():
 def test_bad_arguments_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_foliated_noise_along_the_perturbation_gives_the_exact_derivative():
+    """x -> A x + gamma b + sigma b xi (noise only along b, the direction gamma moves the
+    map): dE[c^T x_T]/dgamma = c^T (I + A + ... + A^(T-1)) b exactly."""
+    A = torch.tensor([[0.6, 0.3], [-0.2, 0.5]], dtype=F64)
+    b, c = torch.tensor([1.0, 1.0], dtype=F64), torch.tensor([1.0, -2.0], dtype=F64)
+    T = 8
+    exact = float(c @ sum(torch.linalg.matrix_power(A, n) for n in range(T)) @ b)
+    noisy = Noisy(Affine(A, b, gamma=0.1), sigma=0.2, seed=6, direction=b)
+    est = kernel_derivative(noisy, torch.zeros(40000, 2, dtype=F64), T, lambda x: x @ c, "gamma")
+    assert abs(est.value - exact) < 3 * est.stderr
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    kick = noisy.step(x) - noisy.map.step(x)  # sigma b xi: parallel to b
+    torch.testing.assert_close(kick[:, 0] * b[1] - kick[:, 1] * b[0], torch.zeros(5, dtype=F64), rtol=0, atol=1e-15)
+
+
+def test_foliated_noise_refuses_a_perturbation_outside_its_span():
+    b = torch.tensor([1.0, 1.0], dtype=F64)
+    noisy = Noisy(Affine(torch.eye(2, dtype=F64) / 2, b, gamma=0.1), sigma=0.2, direction=torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="df/dgamma has a component outside the noise directions"):
+        kernel_derivative(noisy, torch.zeros(4, 2, dtype=F64), 3, lambda x: x[..., 0], "gamma")
+    with pytest.raises(ValueError, match="direction must be a \\(dim, m\\) matrix with dim = 2"):
+        Noisy(Henon(), sigma=0.1, direction=torch.ones(3))

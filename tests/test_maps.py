@@ -239,3 +239,19 @@ def test_perturbed_cat_preserves_area_and_its_exponents_sum_to_zero():
     spectrum = chaosgrad.lyapunov_spectrum(cat, x[:4], 2000)
     assert abs(spectrum.exponents.sum().item()) < 1e-12
     assert spectrum.exponents[0].item() == pytest.approx(0.9624, abs=0.01)  # ln((3 + sqrt 5)/2) at eps = 0
+
+
+def test_network_param_jvp_closed_form_equals_torch_func():
+    net = RandomNetwork(6, sigma_w2=2.0, sigma_b2=0.1, seed=3)
+    x = states(net)
+    for dgamma in ({"sigma_w": 1.0}, {"sigma_b": 1.0}, {"sigma_w": 0.3, "sigma_b": -2.0}):
+        torch.testing.assert_close(net.param_jvp(x, dgamma, 2), chaosgrad.Map.param_jvp(net, x, dgamma, 2), rtol=EXACT, atol=EXACT)
+
+
+@pytest.mark.parametrize("parameter", ["sigma_w", "sigma_b"])
+def test_network_step_and_param_jvp_in_one_go(parameter):
+    net = RandomNetwork(6, sigma_w2=2.0, sigma_b2=0.1, seed=3)
+    x = states(net)
+    y, dfdg = net._step_param_jvp(x, parameter, 4)
+    torch.testing.assert_close(y, net.step(x, 4), rtol=EXACT, atol=EXACT)
+    torch.testing.assert_close(dfdg, chaosgrad.Map.param_jvp(net, x, {parameter: 1.0}, 4), rtol=EXACT, atol=EXACT)

@@ -72,6 +72,25 @@ def _observe(observable: Observable, x: Tensor, step: int) -> Tensor:
     return value
 
 
+def _score(noisy: Noisy, dfdg: Tensor, xi: Tensor, parameter: str, step: int) -> Tensor:
+    r"""The score :math:`\langle c, \xi\rangle/\sigma` of one step, where :math:`Bc = \partial_\gamma f`
+    (:math:`B = I` without foliation); foliated noise needs :math:`\partial_\gamma f` in span(B)."""
+    if noisy.direction is None:
+        return (dfdg * xi).sum(-1) / noisy.sigma
+    B = noisy.direction
+    c = dfdg @ torch.linalg.pinv(B).mT
+    outside = torch.linalg.vector_norm(dfdg - c @ B.mT, dim=-1)
+    size = torch.linalg.vector_norm(dfdg, dim=-1)
+    if bool((outside > 1e-9 * size + 1e-300).any()):
+        worst = float((outside / size.clamp_min(1e-300)).max())
+        raise ValueError(
+            f"df/d{parameter} has a component outside the noise directions (the span of Noisy.direction) "
+            f"at step {step}: relative size {worst:.2g}. Kernel differentiation with foliated noise needs "
+            "the perturbation inside that span; add its direction to the noise"
+        )
+    return (c * xi).sum(-1) / noisy.sigma
+
+
 def _summary(samples: Tensor) -> Estimate:
     """Mean and standard error over paths (the leading axes)."""
     flat = samples.reshape(-1)
@@ -146,15 +165,16 @@ def kernel_derivative(
     if window is not None and (int(window) != window or window < 1):
         raise ValueError(f"window must be a whole number >= 1; got window = {window}")
     sigma, total = noisy.sigma, warmup + int(T)
-    scores, values = [], []  # s_n = <df/dgamma(x_n), xi_n> / sigma; Phi(x_m) for m = 1..total
+    scores, values = [], []  # s_n = <df/dgamma(x_n), xi_n> / sigma; Phi(x_m), m = 1..total (or m = total)
     with torch.no_grad():
         for n in range(total):
             xi = noisy.noise(x)
-            dfdg = noisy.map.param_jvp(x, {parameter: 1.0}, n)
-            scores.append((dfdg * xi).sum(-1) / sigma)
-            x = check_finite(noisy.map.step(x, n) + sigma * xi, "state", step=n + 1)
-            values.append(_observe(observable, x, n + 1))
-    s, phi = torch.stack(scores), torch.stack(values)  # (total, ...)
+            y, dfdg = noisy.map._step_param_jvp(x, parameter, n)
+            scores.append(_score(noisy, dfdg, xi, parameter, n))
+            x = check_finite(y + sigma * noisy.kick(xi), "state", step=n + 1)
+            if average or window is not None or n + 1 == total:  # Phi only where it is used
+                values.append(_observe(observable, x, n + 1))
+    s, phi = torch.stack(scores), torch.stack(values)  # (total, ...) or (1, ...)
     cumulative = torch.cumsum(s, 0)  # cumulative[m - 1] = S_m = sum_{n < m} s_n
     if window is None:
         if not average:
@@ -213,6 +233,9 @@ def path_kernel_derivative(
     if schedule.numel() != T or not bool(((schedule >= 0) & (schedule <= 1)).all()):
         raise ValueError(f"alpha must be a number in [0, 1] or T = {T} of them; got {schedule.numel()} values "
                          f"from {float(schedule.min()):g} to {float(schedule.max()):g}")
+    if noisy.direction is not None and bool((schedule > 0).any()):
+        raise ValueError("path_kernel_derivative moves tangent perturbations onto the noise, which needs noise "
+                         "in every direction; with foliated noise use alpha = 0 or kernel_derivative")
     sigma = noisy.sigma
     v = torch.zeros_like(x)
     score = torch.zeros(x.shape[:-1], dtype=x.dtype)
@@ -222,7 +245,7 @@ def path_kernel_derivative(
             u = noisy.map._jvp(x, v[..., None], n)[..., 0] + noisy.map.param_jvp(x, {parameter: 1.0}, n)
             score = score + schedule[n] * (u * xi).sum(-1) / sigma
             v = (1 - schedule[n]) * u
-            x = check_finite(noisy.map.step(x, n) + sigma * xi, "state", step=n + 1)
+            x = check_finite(noisy.map.step(x, n) + sigma * noisy.kick(xi), "state", step=n + 1)
             check_finite(v, "path tangent", step=n + 1)
     with torch.enable_grad():
         state = x.detach().requires_grad_(True)

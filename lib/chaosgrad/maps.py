@@ -200,6 +200,11 @@ class Map(torch.nn.Module):
         }
         return torch.func.jvp(lambda p: self._call_with(p, x, n), (params,), (tangents,))[1]
 
+    def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
+        r"""(:math:`f_n(x)`, :math:`\partial f_n/\partial\gamma` for one scalar parameter) in one go;
+        override it where the two share work (kernel differentiation calls it every step)."""
+        return self.step(x, n), self.param_jvp(x, {parameter: 1.0}, n)
+
     def param_vjp(self, x: Tensor, w: Tensor, n: int = 0) -> dict[str, Tensor]:
         r"""Per-member gradients :math:`(\partial f_n/\partial\gamma)^\top w` for every parameter.
 

@@ -167,6 +167,29 @@ class RandomNetwork(Map):
         y = self.phi(self.preactivation(x, n))
         return y, (G @ V).mul_((self.sigma_w * self._dphi_of_phi(y)).unsqueeze(-1))
 
+    def param_jvp(self, x: Tensor, dgamma: dict, n: int = 0) -> Tensor:
+        r"""Closed form of :meth:`Map.param_jvp`:
+        :math:`\phi'(a_n) \odot (\delta\sigma_w\, G_n x + \delta\sigma_b\, g_n)`."""
+        x = self.check_state(x)
+        unknown = set(dgamma) - set(self.params())
+        if unknown:
+            raise KeyError(f"unknown parameter(s) {sorted(unknown)} for {type(self).__name__}; it has {sorted(self.params())}")
+        G, g = self.standard_layer(n)
+        direction = torch.zeros_like(x)
+        if "sigma_w" in dgamma:
+            direction = direction + torch.as_tensor(dgamma["sigma_w"], dtype=x.dtype) * (x @ G.mT)
+        if "sigma_b" in dgamma:
+            direction = direction + torch.as_tensor(dgamma["sigma_b"], dtype=x.dtype) * g
+        return self._dphi_of_phi(self.step(x, n)) * direction
+
+    def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
+        G, g = self.standard_layer(n)
+        Gx = x @ G.mT
+        y = self.phi(self.sigma_w * Gx + self.sigma_b * g)
+        if parameter not in ("sigma_w", "sigma_b"):
+            raise KeyError(f"unknown parameter {parameter!r} for {type(self).__name__}; it has ['sigma_b', 'sigma_w']")
+        return y, self._dphi_of_phi(y) * (Gx if parameter == "sigma_w" else g)
+
     def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
         G, _ = self.standard_layer(n)
         d = self.sigma_w * self.dphi(self.preactivation(x, n))

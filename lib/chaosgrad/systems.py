@@ -287,11 +287,13 @@ class PerturbedCat(Map):
 
 
 class Noisy(Map):
-    r"""Additive Gaussian noise on any map: :math:`x_{n+1} = f_n(x_n) + \sigma \xi_n`.
+    r"""Additive Gaussian noise on any map: :math:`x_{n+1} = f_n(x_n) + \sigma B \xi_n`.
 
-    :math:`\xi_n \sim N(0, I)` are drawn from an explicit :class:`torch.Generator`, so a run
-    is reproducible from its seed. The noise is additive, so the tangent and adjoint maps
-    and the parameter derivatives are those of the wrapped map, and the parameters
+    :math:`\xi_n \sim N(0, I_m)` are drawn from an explicit :class:`torch.Generator`, so a run
+    is reproducible from its seed. :math:`B` is the identity (noise in every direction,
+    :math:`m = d`) unless ``direction`` gives its ``m`` columns (*foliated* noise, only along
+    some directions, e.g. a network's bias). The noise is additive, so the tangent and adjoint
+    maps and the parameter derivatives are those of the wrapped map, and the parameters
     :math:`\gamma` are the wrapped map's (same names).
 
     Parameters
@@ -304,9 +306,13 @@ class Noisy(Map):
         Source of the noise; ``None`` makes a new CPU generator seeded with ``seed``.
     seed
         Seed used when ``generator`` is ``None``.
+    direction
+        Optional ``(dim, m)`` matrix :math:`B` with linearly independent columns (a vector is
+        one column).
     """
 
-    def __init__(self, map: Map, sigma: float, generator: torch.Generator | None = None, seed: int = 0) -> None:
+    def __init__(self, map: Map, sigma: float, generator: torch.Generator | None = None, seed: int = 0,
+                 direction: Tensor | None = None) -> None:
         super().__init__()
         if not isinstance(map, Map):
             raise TypeError(f"Noisy wraps a chaosgrad.Map; got {type(map).__name__}")
@@ -314,16 +320,29 @@ class Noisy(Map):
         self.dim = map.dim
         self.sigma = check_positive(sigma, "sigma")
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        if direction is not None:
+            direction = torch.as_tensor(direction, dtype=torch.float64)
+            direction = direction[:, None] if direction.ndim == 1 else direction
+            if direction.ndim != 2 or direction.shape[0] != map.dim or direction.shape[1] < 1:
+                raise ValueError(f"direction must be a (dim, m) matrix with dim = {map.dim}; got shape {tuple(direction.shape)}")
+            if int(torch.linalg.matrix_rank(direction)) < direction.shape[1]:
+                raise ValueError("direction must have linearly independent columns")
+        self.register_buffer("direction", direction)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma:g}"
+        return f"sigma={self.sigma:g}" + ("" if self.direction is None else f", m={self.direction.shape[1]}")
 
     def noise(self, like: Tensor) -> Tensor:
-        r"""A draw of :math:`\xi \sim N(0, I)` with the shape, dtype and device of ``like``."""
-        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
+        r"""A draw of :math:`\xi \sim N(0, I_m)` for states shaped like ``like``: shape ``(..., m)``."""
+        m = self.dim if self.direction is None else self.direction.shape[1]
+        return torch.randn((*like.shape[:-1], m), generator=self.generator, dtype=like.dtype, device=like.device)
+
+    def kick(self, xi: Tensor) -> Tensor:
+        r""":math:`B\xi`: the state-space displacement of a noise draw (before the factor :math:`\sigma`)."""
+        return xi if self.direction is None else xi @ self.direction.mT
 
     def step(self, x: Tensor, n: int = 0) -> Tensor:
-        return self.map.step(x, n) + self.sigma * self.noise(x)
+        return self.map.step(x, n) + self.sigma * self.kick(self.noise(x))
 
     def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
         return self.map._jvp(x, V, n)
