@@ -98,6 +98,8 @@ def test_least_squares_extra_constraint_and_ensemble_axes():
     B = torch.randn(3, 2, 2, 2, generator=g, dtype=F64)
     C = B @ B.mT + torch.eye(2, dtype=F64)
     d, R, b = (torch.randn(*s, generator=g, dtype=F64) for s in [(3, 2, 2), (2, 2, 2, 2), (2, 2, 2)])
+    R = torch.triu(R)  # renormalisation factors: upper triangular, positive diagonal
+    R.diagonal(dim1=-2, dim2=-1).abs_().add_(0.5)
     E, e = torch.randn(2, 2, generator=g, dtype=F64), torch.randn(2, generator=g, dtype=F64)
     a = shadowing_least_squares(C, d, R, b, E, e)
     for k in (1, 2):
@@ -198,3 +200,25 @@ def test_shadowing_omits_the_unstable_term_on_the_perturbed_cat_map():
     assert r.n_unstable == 1
     assert r.gradient["eps"].value > 10 * r.gradient["eps"].stderr
     assert r.gradient["eps"].value == pytest.approx(0.22, abs=0.03)
+
+
+def test_elimination_and_the_dense_kkt_system_agree():
+    """Forward elimination (fast, for unstable and neutral directions) and the dense KKT
+    system (used when an R_k shrinks a direction) solve the same problem."""
+    from chaosgrad.shadowing import _eliminate, _kkt
+
+    g = torch.Generator().manual_seed(1)
+    K, M = 6, 3
+    B = torch.randn(K, M, M, generator=g, dtype=F64)
+    C = B @ B.mT + 0.1 * torch.eye(M, dtype=F64)
+    d, b = torch.randn(K, M, generator=g, dtype=F64), torch.randn(K - 1, M, generator=g, dtype=F64)
+    R = torch.triu(torch.randn(K - 1, M, M, generator=g, dtype=F64))
+    R.diagonal(dim1=-2, dim2=-1).abs_().add_(1.0)
+    E, e = torch.randn(M, generator=g, dtype=F64), torch.tensor(0.7, dtype=F64)
+    torch.testing.assert_close(_eliminate(C, d, R, b, E, e), _kkt(C, d, R, b, E, e), rtol=0, atol=1e-10)
+    torch.testing.assert_close(_eliminate(C, d, R, b, None, None), _kkt(C, d, R, b, None, None), rtol=0, atol=1e-10)
+    # a strongly contracting direction (exponent -14 per segment over 5 segments) takes the KKT path
+    R.diagonal(dim1=-2, dim2=-1)[:, -1] = 1e-6
+    a = shadowing_least_squares(C, d, R, b)
+    for k in range(1, K):
+        torch.testing.assert_close(a[k - 1], R[k - 1] @ a[k] + b[k - 1], rtol=1e-9, atol=1e-9)

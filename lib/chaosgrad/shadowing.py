@@ -60,6 +60,7 @@ References
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,8 +127,13 @@ def shadowing_least_squares(
     continuity conditions :math:`a_{k-1} = R_k a_k + b_k` (k = 1..K-1) and, optionally, one
     more linear condition :math:`E^\top a_0 = e`.
 
-    Solved exactly through its KKT system (one dense solve per ensemble member; the system
-    has :math:`(2K - 1)M` unknowns, or one more with ``E``).
+    Solved exactly by elimination: the constraints give every :math:`a_k` as an affine
+    function of :math:`a_0`, computed forward with triangular solves
+    (:math:`a_k = R_k^{-1}(a_{k-1} - b_k)`, a contraction when :math:`R_k` holds the growth of
+    unstable directions), which leaves an :math:`M \times M` quadratic problem in :math:`a_0`
+    (bordered by ``E``), at cost :math:`O(K M^3)` per member. If some :math:`R_k` shrink a
+    direction so much that the recursion would amplify rounding by more than :math:`10^8`
+    (stable directions included in :math:`M`), the dense KKT system is solved instead.
 
     Parameters
     ----------
@@ -135,7 +141,8 @@ def shadowing_least_squares(
         Symmetric positive semidefinite Gram matrices :math:`\sum_n W_n^\top W_n` per segment.
     d : Tensor, shape (K, ..., M)
     R : Tensor, shape (K - 1, ..., M, M)
-        ``R[k - 1]`` is :math:`R_k`, the triangular factor of the renormalisation at :math:`t_k`.
+        ``R[k - 1]`` is :math:`R_k`, the triangular factor of the renormalisation at :math:`t_k`
+        (upper triangular with a nonzero diagonal; only its upper triangle is read).
     b : Tensor, shape (K - 1, ..., M)
         ``b[k - 1]`` is :math:`b_k`.
     E : Tensor, shape (..., M), optional
@@ -165,6 +172,49 @@ def shadowing_least_squares(
             f"shapes must be C (K, ..., M, M), d (K, ..., M), R (K-1, ..., M, M), b (K-1, ..., M); got "
             f"C {tuple(C.shape)}, d {tuple(d.shape)}, R {tuple(R.shape)}, b {tuple(b.shape)}"
         )
+    # forward elimination multiplies by R_1^{-1}, R_2^{-1} R_1^{-1}, ...: safe while no such
+    # product amplifies a direction by more than 1e8, i.e. when every direction is unstable or
+    # neutral (the usual M)
+    shrink = torch.cumsum(-torch.log(torch.diagonal(R, dim1=-2, dim2=-1)), 0)
+    if K == 1 or float(shrink.max()) <= math.log(1e8):
+        return _eliminate(C, d, R, b, E, e)
+    return _kkt(C, d, R, b, E, e)
+
+
+def _eliminate(C: Tensor, d: Tensor, R: Tensor, b: Tensor, E: Tensor | None, e: Tensor | None) -> Tensor:
+    """:func:`shadowing_least_squares` by elimination, O(K M^3)."""
+    K, M, batch = C.shape[0], C.shape[-1], C.shape[1:-2]
+    # The constraints give every a_k as an affine function of a_0, forward in k:
+    # a_k = R_k^{-1} (a_{k-1} - b_k) = P_k a_0 + q_k, a contraction (R_k holds the growth of the
+    # unstable directions), so the recursion is stable. The cost is then a quadratic in a_0:
+    # 1/2 a_0^T H a_0 + h^T a_0, with H = sum P_k^T C_k P_k and h = sum P_k^T (C_k q_k + d_k).
+    P = torch.eye(M, dtype=C.dtype).expand(*batch, M, M)
+    q = torch.zeros(*batch, M, 1, dtype=C.dtype)
+    H = C[0].clone()
+    h = d[0][..., None].clone()
+    Ps, qs = [P], [q]
+    for k in range(1, K):
+        P = torch.linalg.solve_triangular(R[k - 1], P, upper=True)
+        q = torch.linalg.solve_triangular(R[k - 1], q - b[k - 1][..., None], upper=True)
+        Ps.append(P), qs.append(q)
+        H = H + P.mT @ C[k] @ P
+        h = h + P.mT @ (C[k] @ q + d[k][..., None])
+    if E is None:
+        a0 = torch.linalg.solve(H, -h)
+    else:  # minimise subject to E^T a_0 = e: a bordered (M + 1) x (M + 1) system
+        border = torch.zeros(*batch, M + 1, M + 1, dtype=C.dtype)
+        border[..., :M, :M] = H
+        border[..., :M, M] = E
+        border[..., M, :M] = E
+        rhs = torch.cat([-h, e[..., None, None]], -2)
+        a0 = torch.linalg.solve(border, rhs)[..., :M, :]
+    return torch.stack([(Pk @ a0 + qk)[..., 0] for Pk, qk in zip(Ps, qs)])
+
+
+def _kkt(C: Tensor, d: Tensor, R: Tensor, b: Tensor, E: Tensor | None, e: Tensor | None) -> Tensor:
+    """:func:`shadowing_least_squares` through its dense KKT system ((2K - 1) M unknowns): slower,
+    but safe when some R_k shrink a direction (stable directions included in M)."""
+    K, M, batch = C.shape[0], C.shape[-1], C.shape[1:-2]
     extra = 0 if E is None else 1
     n_a, n_c = K * M, (K - 1) * M + extra
     size = n_a + n_c
