@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .estimates import Estimate
 from .maps import Map
-from .validation import check_finite, check_positive
+from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
 
 __all__ = ["backprop_derivative", "finite_difference", "time_average"]
 
@@ -134,12 +134,8 @@ def backprop_derivative(
     NonFiniteStateError
         If the adjoint overflows (the message names the step).
     """
-    params = map.params()
-    if parameter not in params or params[parameter].numel() != 1:
-        scalars = sorted(k for k, p in params.items() if p.numel() == 1)
-        raise ValueError(f"parameter must name a scalar parameter of {type(map).__name__}, one of {scalars}; got {parameter!r}")
-    if int(T) != T or T < 1:
-        raise ValueError(f"T must be a whole number >= 1; got T = {T}")
+    check_scalar_parameter(map, parameter)
+    check_whole(T, "T", 1)
     if clip is not None:
         clip = check_positive(clip, "clip")
     if truncate is not None and (int(truncate) != truncate or truncate < 1):

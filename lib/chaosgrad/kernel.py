@@ -43,7 +43,7 @@ from torch import Tensor
 
 from .estimates import Estimate
 from .systems import Noisy
-from .validation import check_finite
+from .validation import check_finite, check_scalar_parameter, check_whole
 
 __all__ = ["kernel_derivative", "path_kernel_derivative"]
 
@@ -53,13 +53,9 @@ Observable = Callable[[Tensor], Tensor]
 def _check(noisy: Noisy, x0: Tensor, T: int, parameter: str, warmup: int) -> Tensor:
     if not isinstance(noisy, Noisy):
         raise TypeError(f"kernel differentiation needs a chaosgrad.systems.Noisy map (additive noise); got {type(noisy).__name__}")
-    params = noisy.params()
-    if parameter not in params or params[parameter].numel() != 1:
-        scalars = sorted(k for k, p in params.items() if p.numel() == 1)
-        raise ValueError(f"parameter must name a scalar parameter of the wrapped map, one of {scalars}; got {parameter!r}")
-    for name, value, low in [("T", T, 1), ("warmup", warmup, 0)]:
-        if int(value) != value or value < low:
-            raise ValueError(f"{name} must be a whole number >= {low}; got {name} = {value}")
+    check_scalar_parameter(noisy.map, parameter)
+    check_whole(T, "T", 1)
+    check_whole(warmup, "warmup", 0)
     return check_finite(noisy.check_state(x0, "x0"), "initial state x0", step=0)
 
 
@@ -162,8 +158,8 @@ def kernel_derivative(
     chaosgrad.derivatives.finite_difference : the reference.
     """
     x = _check(noisy, x0, T, parameter, warmup)
-    if window is not None and (int(window) != window or window < 1):
-        raise ValueError(f"window must be a whole number >= 1; got window = {window}")
+    if window is not None:
+        check_whole(window, "window", 1)
     sigma, total = noisy.sigma, warmup + int(T)
     scores, values = [], []  # s_n = <df/dgamma(x_n), xi_n> / sigma; Phi(x_m), m = 1..total (or m = total)
     with torch.no_grad():

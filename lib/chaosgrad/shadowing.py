@@ -72,7 +72,7 @@ from .estimates import Estimate, batch_means
 from .maps import Map
 from .progress import progress_range
 from .tangent import random_basis, renormalise
-from .validation import check_finite
+from .validation import check_finite, check_whole
 
 __all__ = ["ShadowingResult", "nilsas", "shadowing_least_squares"]
 
@@ -325,10 +325,9 @@ def nilsas(
     shadowing_least_squares : step 4 above.
     """
     x = check_finite(map.check_state(x0, "x0"), "initial state x0", step=n0)
-    for name, value, low in [("segments", segments, 2), ("segment_steps", segment_steps, 1), ("warmup", warmup, 0)]:
-        if int(value) != value or value < low:
-            raise ValueError(f"{name} must be a whole number >= {low}; got {name} = {value}")
-    segments, L, warmup = int(segments), int(segment_steps), int(warmup)
+    segments = check_whole(segments, "segments", 2)
+    L = check_whole(segment_steps, "segment_steps", 1)
+    warmup = check_whole(warmup, "warmup", 0)
     dim, batch = map.dim, x.shape[:-1]
     if n_unstable is not None and (int(n_unstable) != n_unstable or not 0 <= n_unstable <= dim):
         raise ValueError(f"n_unstable must be a whole number with 0 <= n_unstable <= dim = {dim}; got {n_unstable}")

@@ -132,3 +132,21 @@ def check_positive(value: float, name: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0; got {name} = {value}")
     return value
+
+
+def check_whole(value: Any, name: str, low: int = 0) -> int:
+    """Return ``value`` as an int if it is a whole number ``>= low``; otherwise raise a
+    ValueError naming it: ``"segments must be a whole number >= 2; got segments = 1"``."""
+    if int(value) != value or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}; got {name} = {value}")
+    return int(value)
+
+
+def check_scalar_parameter(map: Any, parameter: str) -> str:
+    """Return ``parameter`` if it names a scalar parameter of ``map`` (see ``Map.params``);
+    otherwise raise a ValueError listing the scalar parameters it has."""
+    params = map.params()
+    if parameter not in params or params[parameter].numel() != 1:
+        scalars = sorted(k for k, p in params.items() if p.numel() == 1)
+        raise ValueError(f"parameter must name a scalar parameter of {type(map).__name__}, one of {scalars}; got {parameter!r}")
+    return parameter
