@@ -202,8 +202,13 @@ class Map(torch.nn.Module):
 
     def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
         r"""(:math:`f_n(x)`, :math:`\partial f_n/\partial\gamma` for one scalar parameter) in one go;
-        override it where the two share work (kernel differentiation calls it every step)."""
-        return self.step(x, n), self.param_jvp(x, {parameter: 1.0}, n)
+        override it where the two share work (kernel differentiation calls it every step).
+        By default one forward-mode pass of :mod:`torch.func` gives both."""
+        params = self.params()
+        if parameter not in params:
+            raise KeyError(f"unknown parameter {parameter!r} for {type(self).__name__}; it has {sorted(params)}")
+        p = params[parameter]
+        return torch.func.jvp(lambda q: self._call_with({parameter: q}, x, n), (p,), (torch.ones_like(p),))
 
     def param_vjp(self, x: Tensor, w: Tensor, n: int = 0) -> dict[str, Tensor]:
         r"""Per-member gradients :math:`(\partial f_n/\partial\gamma)^\top w` for every parameter.

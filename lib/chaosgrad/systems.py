@@ -227,6 +227,26 @@ class Lorenz63(Map):
         K4 = self.field_jvp(y4, V + h * K3)
         return V + (h / 6.0) * (K1 + 2 * K2 + 2 * K3 + K4)
 
+    def field_param(self, x: Tensor, parameter: str) -> Tensor:
+        """The derivative of the vector field at ``x`` with respect to one parameter:
+        :math:`(y - x, 0, 0)` for sigma, :math:`(0, x, 0)` for rho, :math:`(0, 0, -z)` for beta."""
+        u, v, w = x[..., 0], x[..., 1], x[..., 2]
+        zero = torch.zeros_like(u)
+        columns = {"sigma": (v - u, zero, zero), "rho": (zero, u, zero), "beta": (zero, zero, -w)}
+        if parameter not in columns:
+            raise KeyError(f"unknown parameter {parameter!r} for Lorenz63; it has {sorted(columns)}")
+        return torch.stack(columns[parameter], dim=-1)
+
+    def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
+        # the RK4 step differentiated with respect to the parameter, stage by stage (closed form)
+        h = self.dt
+        (k1, k2, k3, k4), (y1, y2, y3, y4) = self._stages(x)
+        d1 = self.field_param(y1, parameter)
+        d2 = self.field_jvp(y2, (0.5 * h * d1)[..., None])[..., 0] + self.field_param(y2, parameter)
+        d3 = self.field_jvp(y3, (0.5 * h * d2)[..., None])[..., 0] + self.field_param(y3, parameter)
+        d4 = self.field_jvp(y4, (h * d3)[..., None])[..., 0] + self.field_param(y4, parameter)
+        return x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4), (h / 6.0) * (d1 + 2 * d2 + 2 * d3 + d4)
+
     def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
         # the tangent RK4 step above, transposed: its stages in reverse order
         h = self.dt
