@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import chaosgrad
-from chaosgrad.networks import RandomNetwork
-from chaosgrad.systems import Affine, Henon, Logistic, Lorenz63, Noisy, PerturbedCat
+from chaosgrad.networks import PreactivationNetwork, RandomNetwork
+from chaosgrad.systems import Affine, Henon, Logistic, Lorenz63, Noisy, PerturbedCat, Tent
 from chaosgrad.training import GradientDescent
 
 H = 1e-6
@@ -34,8 +34,11 @@ def states(system: chaosgrad.Map, shape=(5,)) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     if isinstance(system, Logistic):
         return torch.rand(*shape, 1, generator=g, dtype=torch.float64)
-    if isinstance(system, (GradientDescent, RandomNetwork, Affine)):
+    if isinstance(system, (GradientDescent, RandomNetwork, PreactivationNetwork, Affine)):
         return torch.randn(*shape, system.dim, generator=g, dtype=torch.float64)
+    if isinstance(system, Tent):  # away from the kinks at 0 and 1/2, in both halves
+        u = 0.05 + 0.4 * torch.rand(*shape, 1, generator=g, dtype=torch.float64)
+        return u + 0.5 * (torch.rand(*shape, 1, generator=g) < 0.5)
     if isinstance(system, PerturbedCat):  # away from the seams of the torus, where mod 1 jumps
         return 0.2 + 0.6 * torch.rand(*shape, 2, generator=g, dtype=torch.float64)
     x0 = {2: [0.1, 0.1], 3: [1.0, 1.0, 20.0]}[system.dim]
@@ -53,6 +56,8 @@ SYSTEMS = {
     "tanh-network": lambda: RandomNetwork(6, sigma_w2=2.0, sigma_b2=0.1),
     "affine": lambda: Affine(torch.arange(9.0).reshape(3, 3) / 20 - 0.2, [1.0, -2.0, 0.5], gamma=0.3),
     "perturbed-cat": lambda: PerturbedCat(0.1),
+    "tent": lambda: Tent(0.8),
+    "preactivation-network": lambda: PreactivationNetwork(5, depth=10, sigma_w2=3.0, bias=0.2),
 }
 
 

@@ -71,6 +71,7 @@ def finite_difference(
     T: int,
     observable: Observable,
     warmup: int = 0,
+    average: bool = True,
 ) -> Estimate:
     r"""Central difference :math:`(J_T(\gamma + h) - J_T(\gamma - h))/(2h)` per member, with an error bar.
 
@@ -85,10 +86,19 @@ def finite_difference(
         Initial states, shape ``(M, dim)`` with ``M >= 2`` members, shared by both sides.
     T, observable, warmup
         As :func:`time_average`.
+    average
+        ``True``: difference the average :math:`J_T`; ``False``: difference the final value
+        :math:`\Phi(x_T)` (e.g. a network's output), as :func:`~chaosgrad.kernel.kernel_derivative`
+        with ``average=False``.
     """
     h = check_positive(h, "h")
-    plus = time_average(make_map(gamma + h), x0, T, observable, warmup)
-    minus = time_average(make_map(gamma - h), x0, T, observable, warmup)
+    if average:
+        plus = time_average(make_map(gamma + h), x0, T, observable, warmup)
+        minus = time_average(make_map(gamma - h), x0, T, observable, warmup)
+    else:
+        check_whole(T, "T", 1)
+        plus = observable(_settle(make_map(gamma + h), x0, warmup + int(T), 0))
+        minus = observable(_settle(make_map(gamma - h), x0, warmup + int(T), 0))
     return Estimate.of((plus - minus) / (2 * h))
 
 

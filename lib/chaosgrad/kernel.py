@@ -37,15 +37,17 @@ A. Ni, arXiv:2503.00718 (the path-kernel method).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .estimates import Estimate
+from .progress import progress_range
 from .systems import Noisy
-from .validation import check_finite, check_scalar_parameter, check_whole
+from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
 
-__all__ = ["kernel_derivative", "path_kernel_derivative"]
+__all__ = ["FitHistory", "fit_average", "kernel_derivative", "path_kernel_derivative"]
 
 Observable = Callable[[Tensor], Tensor]
 
@@ -195,8 +197,10 @@ def path_kernel_derivative(
     observable: Observable,
     parameter: str,
     alpha: float | Sequence[float] | Tensor,
+    average: bool = False,
 ) -> Estimate:
-    r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` by the path-kernel hybrid.
+    r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` (or of the average of :math:`\Phi(x_1..x_T)`)
+    by the path-kernel hybrid.
 
     At every step a fraction ``alpha`` of the tangent perturbation is moved onto the noise
     kernel (see the module docstring): ``alpha = 0`` is the pathwise derivative (a forward
@@ -210,6 +214,10 @@ def path_kernel_derivative(
         As :func:`kernel_derivative` (no warm-up, no average).
     alpha
         A float in ``[0, 1]``, or one value per step (length ``T``).
+    average
+        ``True``: the derivative of :math:`\mathbb{E}\frac1T\sum_{m=1}^T\Phi(x_m)`, each
+        :math:`\Phi(x_m)` paired with the tangent :math:`v_m` and the score accumulated up to
+        step :math:`m`.
 
     Returns
     -------
@@ -235,17 +243,122 @@ def path_kernel_derivative(
     sigma = noisy.sigma
     v = torch.zeros_like(x)
     score = torch.zeros(x.shape[:-1], dtype=x.dtype)
-    with torch.no_grad():
-        for n in range(T):
+    path_terms, values, scores = [], [], []  # per measured step m: grad Phi(x_m) . v_m, Phi(x_m), S_m
+    for n in range(T):
+        with torch.no_grad():
             xi = noisy.noise(x)
-            u = noisy.map._jvp(x, v[..., None], n)[..., 0] + noisy.map.param_jvp(x, {parameter: 1.0}, n)
+            y, dfdg = noisy.map._step_param_jvp(x, parameter, n)
+            u = noisy.map._jvp(x, v[..., None], n)[..., 0] + dfdg
             score = score + schedule[n] * (u * xi).sum(-1) / sigma
             v = (1 - schedule[n]) * u
-            x = check_finite(noisy.map.step(x, n) + sigma * noisy.kick(xi), "state", step=n + 1)
+            x = check_finite(y + sigma * noisy.kick(xi), "state", step=n + 1)
             check_finite(v, "path tangent", step=n + 1)
-    with torch.enable_grad():
-        state = x.detach().requires_grad_(True)
-        phi = _observe(observable, state, T)
-        (grad,) = torch.autograd.grad(phi.sum(), state)
-    phi = phi.detach()
-    return _summary((grad * v).sum(-1) + (phi - phi.mean()) * score)
+        if average or n + 1 == T:
+            with torch.enable_grad():
+                state = x.detach().requires_grad_(True)
+                phi = _observe(observable, state, n + 1)
+                (grad,) = torch.autograd.grad(phi.sum(), state)
+            path_terms.append((grad * v).sum(-1))
+            values.append(phi.detach())
+            scores.append(score)
+    path, phi, S = torch.stack(path_terms), torch.stack(values), torch.stack(scores)  # (measured, ...)
+    centred = phi - phi.mean(dim=tuple(range(1, phi.dim())), keepdim=True)
+    return _summary((path + centred * S).mean(0))
+
+
+@dataclass(frozen=True)
+class FitHistory:
+    r"""The iterates of :func:`fit_average`.
+
+    Attributes
+    ----------
+    gamma : Tensor, shape ``(steps + 1,)``
+        The parameter before each step and after the last.
+    average : Tensor, shape ``(steps,)``
+        The estimate of :math:`J(\gamma_k)` used at step ``k`` (mean over the batch).
+    derivative : Tensor, shape ``(steps,)``
+        The estimate of :math:`dJ/d\gamma` at :math:`\gamma_k`.
+    objective : Tensor, shape ``(steps,)``
+        :math:`\frac12 (J - J^\ast)^2 + \frac\kappa2 \gamma^2` from the batch estimate of ``J``.
+    """
+
+    gamma: Tensor
+    average: Tensor
+    derivative: Tensor
+    objective: Tensor
+
+    def settled(self, last: int) -> Estimate:
+        """Mean and standard error of the last ``last`` iterates of ``gamma`` (treated as
+        independent: an underestimate when successive iterates are correlated)."""
+        return Estimate.of(self.gamma[-last:])
+
+
+def fit_average(
+    make_noisy: Callable[[float, int], Noisy],
+    gamma0: float,
+    x0: Tensor,
+    T: int,
+    observable: Observable,
+    target: float,
+    derivative: Callable[[Noisy, Tensor], float],
+    lr: float,
+    steps: int,
+    weight_decay: float = 0.0,
+    progress: bool | None = None,
+) -> FitHistory:
+    r"""Stochastic gradient descent on :math:`L(\gamma) = \frac12 (J(\gamma) - J^\ast)^2 + \frac\kappa2\gamma^2`,
+    :math:`J` the expected average of :math:`\Phi` over ``T`` steps of a noisy map.
+
+    Step ``k`` runs the batch ``x`` for ``T`` steps with the map
+    ``make_noisy(gamma_k, 2k)`` to estimate :math:`J`, and calls
+    ``derivative(make_noisy(gamma_k, 2k + 1), x)`` for :math:`dJ/d\gamma` on independent noise
+    (so the product of the two estimates is unbiased when each is);
+    :math:`\gamma_{k+1} = \gamma_k - \text{lr}\,[(J - J^\ast)\,dJ/d\gamma + \kappa\gamma_k]`. The batch
+    carries on from its final states, so it stays on the attractor. A biased derivative moves
+    the point where the iteration settles whenever :math:`\kappa > 0`: that point solves
+    :math:`(J - J^\ast)\,\mathbb E[\widehat{dJ/d\gamma}] = -\kappa\gamma`.
+
+    Parameters
+    ----------
+    make_noisy
+        ``(gamma, seed) -> Noisy``: the noisy map at a parameter value with a noise seed.
+    gamma0
+        Starting value.
+    x0
+        The batch of states ``(M, dim)``.
+    T, observable
+        The average :math:`J = \frac1T\sum_{n=1}^T \Phi(x_n)`.
+    target
+        :math:`J^\ast`.
+    derivative
+        ``(noisy, x) -> float``: an estimator of :math:`dJ/d\gamma` over the batch, e.g.
+        ``lambda m, x: kernel_derivative(m, x, T, obs, "sigma_w", average=True).value``.
+    lr, steps, weight_decay
+        Learning rate (> 0), number of steps, :math:`\kappa \ge 0`.
+    progress
+        Progress bar; ``None`` shows one only in an interactive terminal.
+
+    Returns
+    -------
+    FitHistory
+    """
+    check_whole(T, "T", 1)
+    check_whole(steps, "steps", 1)
+    lr = check_positive(lr, "lr")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
+    gamma, x = float(gamma0), x0
+    gammas, averages, derivatives, objectives = [gamma], [], [], []
+    for k in progress_range(int(steps), progress, desc="fit_average"):
+        orbit = make_noisy(gamma, 2 * k).trajectory(x, int(T))
+        J = float(observable(orbit[1:]).mean())
+        x = orbit[-1]
+        dJ = float(derivative(make_noisy(gamma, 2 * k + 1), x))
+        check_finite(torch.tensor([J, dJ]), "average and derivative estimates", step=k)
+        averages.append(J)
+        derivatives.append(dJ)
+        objectives.append(0.5 * (J - target) ** 2 + 0.5 * weight_decay * gamma**2)
+        gamma = gamma - lr * ((J - target) * dJ + weight_decay * gamma)
+        gammas.append(gamma)
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return FitHistory(as_tensor(gammas), as_tensor(averages), as_tensor(derivatives), as_tensor(objectives))

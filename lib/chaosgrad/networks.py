@@ -37,7 +37,7 @@ from .estimates import Estimate, fit_line
 from .lyapunov import lyapunov_spectrum
 from .maps import Map, parameter
 
-__all__ = ["RandomNetwork", "measured_top_exponent", "zero_crossing"]
+__all__ = ["PreactivationNetwork", "RandomNetwork", "measured_top_exponent", "zero_crossing"]
 
 
 class RandomNetwork(Map):
@@ -194,6 +194,86 @@ class RandomNetwork(Map):
         G, _ = self.standard_layer(n)
         d = self.sigma_w * self.dphi(self.preactivation(x, n))
         return G.mT @ (d[..., :, None] * W)
+
+
+class PreactivationNetwork(Map):
+    r"""A deep random network in pre-activation form with one shared bias :math:`\beta`:
+
+    .. math::  a_{l+1} = \sigma_w G_l\, \phi(a_l) + \beta\,\mathbf 1, \qquad (G_l)_{ij} \sim N(0, 1/N).
+
+    The bias moves every layer along the same fixed direction :math:`\mathbf 1`,
+    :math:`\partial_\beta f_l = \mathbf 1`, so noise along that direction alone (foliated noise,
+    ``Noisy(net, sigma, direction=torch.ones(N))``) is enough for kernel differentiation with
+    respect to :math:`\beta` :cite:`ni2025ergodic`. The layers :math:`G_l` are those of
+    :class:`RandomNetwork` with the same ``seed`` (layer :math:`l` from the stream
+    ``(seed, l)``). Closed-form ``jvp`` (:math:`\sigma_w G_l \operatorname{diag}\phi'(a_l)`),
+    ``vjp`` and parameter derivatives (:math:`G_l\phi(a_l)` for ``sigma_w``, :math:`\mathbf 1`
+    for ``bias``).
+
+    Parameters
+    ----------
+    width
+        Number of units :math:`N`.
+    depth
+        Number of layers (steps), or ``None``.
+    sigma_w2
+        Weight variance :math:`\sigma_w^2`.
+    bias
+        The shared bias :math:`\beta`.
+    activation
+        As :class:`RandomNetwork`.
+    seed
+        Seed of the weights.
+    """
+
+    def __init__(self, width: int, depth: int | None = None, sigma_w2: float = 1.0, bias: float = 0.0,
+                 activation: str = "tanh", seed: int = 0) -> None:
+        super().__init__()
+        source = RandomNetwork(width, depth, activation, sigma_w2=sigma_w2, seed=seed)
+        self.dim, self.depth, self.activation, self.seed = source.dim, source.depth, activation, seed
+        self.phi, self.dphi = source.phi, source.dphi
+        self._layers = [source]  # a list, so that source's sigma_w and sigma_b are not parameters here
+        self.sigma_w = parameter(math.sqrt(sigma_w2))
+        if not math.isfinite(bias):
+            raise ValueError(f"bias must be a finite number; got bias = {bias}")
+        self.bias = parameter(bias)
+
+    def extra_repr(self) -> str:
+        return (f"width={self.dim}, depth={self.depth}, sigma_w2={self.sigma_w.item() ** 2:g}, "
+                f"bias={self.bias.item():g}, activation={self.activation!r}, seed={self.seed}")
+
+    def weights(self, n: int) -> Tensor:
+        """The unscaled weights :math:`G_n`, shape ``(N, N)``."""
+        return self._layers[0].standard_layer(n)[0]
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        return self.sigma_w * (self.phi(x) @ self.weights(n).mT) + self.bias
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        return self.sigma_w * (self.weights(n) @ (self.dphi(x)[..., None] * V))
+
+    def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        return self.dphi(x)[..., None] * (self.sigma_w * (self.weights(n).mT @ W))
+
+    def param_jvp(self, x: Tensor, dgamma: dict, n: int = 0) -> Tensor:
+        r"""Closed form: :math:`\delta\sigma_w\, G_n\phi(a) + \delta\beta\,\mathbf 1`."""
+        x = self.check_state(x)
+        unknown = set(dgamma) - set(self.params())
+        if unknown:
+            raise KeyError(f"unknown parameter(s) {sorted(unknown)} for PreactivationNetwork; it has ['bias', 'sigma_w']")
+        out = torch.zeros_like(x)
+        if "sigma_w" in dgamma:
+            out = out + torch.as_tensor(dgamma["sigma_w"], dtype=x.dtype) * (self.phi(x) @ self.weights(n).mT)
+        if "bias" in dgamma:
+            out = out + torch.as_tensor(dgamma["bias"], dtype=x.dtype)
+        return out
+
+    def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
+        if parameter not in ("sigma_w", "bias"):
+            raise KeyError(f"unknown parameter {parameter!r} for PreactivationNetwork; it has ['bias', 'sigma_w']")
+        Gphi = self.phi(x) @ self.weights(n).mT
+        y = self.sigma_w * Gphi + self.bias
+        return y, (Gphi if parameter == "sigma_w" else torch.ones_like(y))
 
 
 def measured_top_exponent(

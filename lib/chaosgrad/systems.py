@@ -27,7 +27,7 @@ from torch import Tensor
 from .maps import Map, parameter
 from .validation import check_positive
 
-__all__ = ["Affine", "Henon", "Logistic", "Lorenz63", "Noisy", "PerturbedCat"]
+__all__ = ["Affine", "Henon", "Logistic", "Lorenz63", "Noisy", "PerturbedCat", "Tent"]
 
 
 class Affine(Map):
@@ -152,6 +152,63 @@ class Logistic(Map):
         return (self.r * (1 - 2 * x))[..., None] * V
 
     _vjp = _jvp  # a 1 x 1 Jacobian is its own transpose
+
+
+class Tent(Map):
+    r"""The tent map of height :math:`h` on the circle :math:`\mathbb R/\mathbb Z`:
+
+    .. math::  f(x) = 2h\,\min(u, 1 - u), \qquad u = x - \lfloor x\rfloor .
+
+    :math:`f` is continuous on the circle (:math:`f(0) = f(1) = 0`), so additive noise
+    (:class:`Noisy`) gives a random map of the circle; observables should be periodic
+    (e.g. :math:`\cos 2\pi x`). For :math:`1/2 < h \le 1` the deterministic map is chaotic
+    with exponent :math:`\ln 2h` per step, but its long-time averages are not differentiable
+    functions of :math:`h`; with noise they are, which is the case the ergodic
+    kernel-differentiation method was demonstrated on :cite:`ni2025ergodic`. Closed-form
+    ``jvp`` (:math:`\pm 2h`) and parameter derivative (:math:`2\min(u, 1-u)`).
+
+    Parameters
+    ----------
+    height : float
+        The peak :math:`h = f(1/2)`.
+    """
+
+    autonomous = True
+
+    dim = 1
+
+    def __init__(self, height: float = 0.8) -> None:
+        super().__init__()
+        self.height = parameter(height)
+
+    def extra_repr(self) -> str:
+        return f"height={self.height.item():g}"
+
+    @staticmethod
+    def _fold(x: Tensor) -> Tensor:
+        u = x - torch.floor(x)
+        return torch.minimum(u, 1 - u)
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        return 2 * self.height * self._fold(x)
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        u = x - torch.floor(x)
+        return (2 * self.height * torch.where(u < 0.5, 1.0, -1.0))[..., None] * V
+
+    _vjp = _jvp  # a 1 x 1 Jacobian is its own transpose
+
+    def param_jvp(self, x: Tensor, dgamma: dict, n: int = 0) -> Tensor:
+        x = self.check_state(x)
+        if set(dgamma) - {"height"}:
+            raise KeyError(f"unknown parameter(s) {sorted(set(dgamma) - {'height'})} for Tent; it has ['height']")
+        return torch.as_tensor(dgamma.get("height", 0.0), dtype=x.dtype) * 2 * self._fold(x)
+
+    def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
+        if parameter != "height":
+            raise KeyError(f"unknown parameter {parameter!r} for Tent; it has ['height']")
+        fold = self._fold(x)
+        return 2 * self.height * fold, 2 * fold
 
 
 class Lorenz63(Map):
