@@ -47,7 +47,7 @@ from .progress import progress_range
 from .systems import Noisy
 from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
 
-__all__ = ["FitHistory", "fit_average", "kernel_derivative", "path_kernel_derivative"]
+__all__ = ["FitHistory", "fit_average", "kernel_derivative", "mercer_smoothing", "path_kernel_derivative"]
 
 Observable = Callable[[Tensor], Tensor]
 
@@ -362,3 +362,35 @@ def fit_average(
         gammas.append(gamma)
     as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     return FitHistory(as_tensor(gammas), as_tensor(averages), as_tensor(derivatives), as_tensor(objectives))
+
+
+def mercer_smoothing(points: Tensor, values: Tensor, width: float) -> Tensor:
+    r"""The draft's "kernel differentiation" (file ``001``, section 4): per-sample gradients
+    :math:`g` smoothed by a Gaussian (Mercer) kernel matrix over the samples,
+    :math:`(Kg)_i = \sum_j k(x_i, x_j)\, g_j / \sum_j k(x_i, x_j)`, with
+    :math:`k(x, y) = \exp(-\|x - y\|^2 / 2w^2)` (rows normalised, so that a constant gradient
+    is left unchanged; the draft writes :math:`K g` without normalisation).
+
+    It is kept to show, in chapter 5, why it is not kernel differentiation: :math:`Kg` is a
+    weighted average of the same backpropagated gradients, so it inherits their explosion,
+    whereas kernel differentiation differentiates the transition kernel of the noise and
+    never forms :math:`g`.
+
+    Parameters
+    ----------
+    points
+        Samples ``(M, d)``.
+    values
+        Their gradients ``(M,)``.
+    width
+        :math:`w > 0`.
+
+    Returns
+    -------
+    Tensor of shape ``(M,)``.
+    """
+    width = check_positive(width, "width")
+    if points.ndim != 2 or values.shape != points.shape[:1]:
+        raise ValueError(f"points must be (M, d) and values (M,); got {tuple(points.shape)} and {tuple(values.shape)}")
+    K = torch.exp(-torch.cdist(points, points) ** 2 / (2 * width**2))
+    return (K @ values) / K.sum(1)
