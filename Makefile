@@ -30,9 +30,10 @@ book: $(STAMP)
 	@echo "Open _build/html/index.html in a browser."
 
 ## test: unit tests, doctests, nbval over every notebook (twice: this CPU, another CPU's kernels), guards, strict book build
-## (the two passes run side by side: most of a notebook's time is single-threaded Python)
+## (the two passes run side by side: most of a notebook's time is single-threaded Python; idle
+## OpenMP threads sleep instead of spinning, so that neither pass eats the other's core)
 test: $(STAMP)
-	$(MAKE) --no-print-directory -j2 --output-sync=target native crosscheck
+	OMP_WAIT_POLICY=PASSIVE $(MAKE) --no-print-directory -j2 --output-sync=target native crosscheck
 
 ## native: unit tests, doctests, guards, strict book build and nbval with this machine's kernels
 native: $(STAMP)
