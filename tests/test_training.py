@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chaosgrad.training import GradientDescent, SigmoidMLP, cross_entropy
+from chaosgrad import lyapunov_spectrum
+from chaosgrad.training import GradientDescent, SigmoidMLP, cross_entropy, hessian_eigenvalues, hvp, sharpness
 
 
 def small_problem(k=6, sizes=(5, 4, 3), seed=0):
@@ -82,3 +83,64 @@ def test_bad_inputs():
         net.loss(net.init(), X[:, :4], T)
     with pytest.raises(ValueError, match=r"probs and targets must have the same shape"):
         cross_entropy(torch.ones(2, 3), torch.ones(2, 4))
+
+
+def test_hvp_matches_dense_hessian_and_finite_differences_of_the_gradient():
+    """Closed against torch.func.hessian to 1e-12; against central differences of the
+    gradient with step 1e-5 (truncation ~1e-10, rounding ~1e-11) to 1e-7."""
+    net, X, T = small_problem()
+    theta = net.init(seed=4)
+    loss = lambda th: net.loss(th, X, T)  # noqa: E731
+    H = torch.func.hessian(loss)(theta)
+    V = torch.randn(net.num_params, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(hvp(loss, theta, V), H @ V, rtol=1e-12, atol=1e-12)
+    grad, h = torch.func.grad(loss), 1e-5
+    fd = (grad(theta + h * V[:, 0]) - grad(theta - h * V[:, 0])) / (2 * h)
+    torch.testing.assert_close(hvp(loss, theta, V[:, 0]), fd, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+def test_lanczos_eigenvalues_match_eigvalsh_of_the_dense_hessian(which):
+    net, X, T = small_problem(k=20, sizes=(8, 6, 4))
+    theta = net.init(seed=6)
+    loss = lambda th: net.loss(th, X, T)  # noqa: E731
+    dense = torch.linalg.eigvalsh(torch.func.hessian(loss)(theta))
+    expected = dense.flip(0)[:5] if which == "largest" else dense[:5].flip(0)
+    got = hessian_eigenvalues(loss, theta, k=5, which=which)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-8)
+    assert sharpness(loss, theta) == pytest.approx(dense[-1].item(), abs=1e-8)
+    if which == "smallest":
+        assert got[-1] < 0  # this network at this point has a saddle direction
+
+
+def test_training_map_exponents_on_a_quadratic_are_log_abs_one_minus_lr_a():
+    """L = theta^T A theta / 2: the training map is the linear map I - lr A, whose exponents
+    are ln|1 - lr a_i| for the eigenvalues a_i (the orbit sits at the fixed point 0; one
+    direction is unstable, |1 - 3| = 2). Their sum is ln|det(I - lr A)| exactly, since the
+    QR factors multiply to the determinant. Each one carries a transient c_i / T from the
+    random initial basis, and for a constant linear map c_i is the same for every T once the
+    basis has aligned: (estimate - ln|1 - lr a_i|) T agrees at T = 60 and T = 180."""
+    a = torch.tensor([30.0, 12.0, 3.0, -1.0], dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(7)))
+    A = Q @ torch.diag(a) @ Q.T
+    gd = GradientDescent(lambda th: 0.5 * th @ A @ th, dim=4, lr=0.1)
+    expected = torch.log((1 - 0.1 * a).abs()).sort(descending=True).values
+    transients = []
+    for T in (60, 180):
+        spectrum = lyapunov_spectrum(gd, torch.zeros(4, dtype=torch.float64), T, k=4)
+        assert spectrum.exponents.sum().item() == pytest.approx(expected.sum().item(), abs=1e-12)
+        transients.append((spectrum.exponents - expected) * T)
+    torch.testing.assert_close(transients[0], transients[1], rtol=0, atol=1e-8)
+    V = torch.randn(4, 2, dtype=torch.float64)
+    torch.testing.assert_close(gd.jvp(torch.ones(4, dtype=torch.float64), V), V - 0.1 * A @ V, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: hvp(lambda t: (t**2).sum(), torch.ones(2, 2, dtype=torch.float64), torch.ones(4, dtype=torch.float64)), "theta must be a flat"),
+    (lambda: hvp(lambda t: (t**2).sum(), torch.ones(3, dtype=torch.float64), torch.ones(4, dtype=torch.float64)), "v must have shape"),
+    (lambda: hessian_eigenvalues(lambda t: (t**2).sum(), torch.ones(3, dtype=torch.float64), k=4), "k must be at most"),
+    (lambda: hessian_eigenvalues(lambda t: (t**2).sum(), torch.ones(3, dtype=torch.float64), which="top"), "which must be"),
+])
+def test_hessian_tools_name_bad_arguments(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -19,9 +19,124 @@ import torch
 from torch import Tensor
 
 from .maps import Map, parameter
-from .validation import check_positive
+from .validation import check_positive, check_whole
 
-__all__ = ["GradientDescent", "SigmoidMLP", "cross_entropy"]
+__all__ = ["GradientDescent", "SigmoidMLP", "cross_entropy", "hessian_eigenvalues", "hvp", "sharpness"]
+
+Loss = Callable[[Tensor], Tensor]
+
+
+def hvp(loss: Loss, theta: Tensor, v: Tensor) -> Tensor:
+    r"""Hessian-vector products :math:`\nabla^2 L(\theta)\, v` without forming the Hessian.
+
+    Forward-over-reverse differentiation (:func:`torch.func.jvp` of :func:`torch.func.grad`):
+    one product costs a small multiple of one gradient evaluation.
+
+    Parameters
+    ----------
+    loss
+        :math:`L`, a scalar function of a flat parameter vector (differentiable by torch.func).
+    theta
+        The point, shape ``(d,)``.
+    v
+        One vector ``(d,)`` or ``k`` of them as the columns of ``(d, k)``.
+
+    Returns
+    -------
+    Tensor shaped like ``v``.
+
+    Raises
+    ------
+    ValueError
+        If ``theta`` is not a vector or ``v`` does not have ``d`` rows.
+    """
+    if theta.ndim != 1:
+        raise ValueError(f"theta must be a flat parameter vector of shape (d,); got shape {tuple(theta.shape)}")
+    if v.ndim not in (1, 2) or v.shape[0] != theta.shape[0]:
+        raise ValueError(f"v must have shape (d,) or (d, k) with d = {theta.shape[0]}; got shape {tuple(v.shape)}")
+    grad = torch.func.grad(loss)
+
+    def product(u: Tensor) -> Tensor:
+        return torch.func.jvp(grad, (theta,), (u,))[1]
+
+    return product(v) if v.ndim == 1 else torch.func.vmap(product, in_dims=1, out_dims=1)(v)
+
+
+def hessian_eigenvalues(loss: Loss, theta: Tensor, k: int = 1, which: str = "largest", tol: float = 1e-10,
+                        max_iter: int = 300, seed: int = 0) -> Tensor:
+    r"""The ``k`` largest (or most negative) eigenvalues of :math:`\nabla^2 L(\theta)` by Lanczos.
+
+    Lanczos iteration on Hessian-vector products (:func:`hvp`) with full
+    reorthogonalisation, from a seeded random start; it stops when the residual bound
+    :math:`|\beta_m s_{mi}|` of each of the ``k`` wanted Ritz values is below
+    ``tol`` times the largest Ritz value in magnitude, or after ``max_iter`` products (or
+    ``d``, where the Krylov space is the whole space and the values are exact). The dense
+    Hessian is never formed: memory is ``max_iter`` vectors of length ``d``.
+
+    Parameters
+    ----------
+    loss, theta
+        As :func:`hvp`.
+    k
+        How many eigenvalues, ``1 <= k <= d``.
+    which
+        ``"largest"`` (the top of the spectrum, the sharpness first) or ``"smallest"`` (the
+        most negative end: negative values mark saddle directions).
+    tol, max_iter, seed
+        Relative residual tolerance, iteration cap, seed of the start vector.
+
+    Returns
+    -------
+    Tensor of shape ``(k,)``, largest first.
+
+    Raises
+    ------
+    ValueError
+        For ``k`` outside ``1..d`` or an unknown ``which``.
+
+    See Also
+    --------
+    sharpness : the largest eigenvalue.
+    """
+    if which not in ("largest", "smallest"):
+        raise ValueError(f"which must be 'largest' or 'smallest'; got {which!r}")
+    d = theta.shape[0]
+    check_whole(k, "k", 1)
+    if k > d:
+        raise ValueError(f"k must be at most the number of parameters d = {d}; got k = {k}")
+    steps = min(d, int(max_iter))
+    q = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=theta.dtype)
+    Q = [q / torch.linalg.vector_norm(q)]
+    alphas, betas = [], []
+    for m in range(steps):
+        w = hvp(loss, theta.detach(), Q[-1])
+        alphas.append(torch.dot(w, Q[-1]))
+        basis = torch.stack(Q, 1)
+        for _ in range(2):  # full reorthogonalisation, twice is enough
+            w = w - basis @ (basis.T @ w)
+        beta = torch.linalg.vector_norm(w)
+        T = torch.diag(torch.stack(alphas))
+        if m > 0:
+            off = torch.stack(betas)
+            T = T + torch.diag(off, 1) + torch.diag(off, -1)
+        ritz, S = torch.linalg.eigh(T)
+        order = torch.arange(len(ritz) - 1, -1, -1) if which == "largest" else torch.arange(len(ritz))
+        wanted = order[:k]
+        if len(ritz) >= k:
+            residual = (beta * S[-1, wanted]).abs()
+            if m + 1 == d or bool((residual <= tol * ritz.abs().max()).all()) or beta == 0:
+                break
+        betas.append(beta)
+        Q.append(w / beta)
+    return ritz[wanted].sort(descending=True).values
+
+
+def sharpness(loss: Loss, theta: Tensor, **kwargs) -> float:
+    r"""The largest Hessian eigenvalue :math:`\lambda_{\max}(\nabla^2 L(\theta))`
+    (:func:`hessian_eigenvalues` with ``k = 1``); gradient descent with learning rate
+    :math:`\alpha` is stable along its eigenvector only if :math:`\alpha\lambda_{\max} < 2`
+    :cite:`cohen2021gradient`."""
+    return float(hessian_eigenvalues(loss, theta, k=1, which="largest", **kwargs)[0])
 
 
 class GradientDescent(Map):
@@ -63,6 +178,14 @@ class GradientDescent(Map):
         flat = x.reshape(-1, self.dim)
         grads = torch.func.vmap(torch.func.grad(self.loss))(flat)
         return x - self.lr * grads.reshape(x.shape)
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        # (I - lr H) V by Hessian-vector products, one member at a time, columns batched
+        flat_x, flat_V = x.reshape(-1, self.dim), V.reshape(-1, self.dim, V.shape[-1])
+        out = torch.stack([Vm - self.lr * hvp(self.loss, xm, Vm) for xm, Vm in zip(flat_x, flat_V)])
+        return out.reshape(V.shape)
+
+    _vjp = _jvp  # the Hessian is symmetric, so (I - lr H)^T = I - lr H
 
 
 def cross_entropy(probs: Tensor, targets: Tensor) -> Tensor:
