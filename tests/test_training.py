@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from chaosgrad import lyapunov_spectrum
-from chaosgrad.training import GradientDescent, SigmoidMLP, cross_entropy, hessian_eigenvalues, hvp, sharpness
+from chaosgrad.training import GradientDescent, SigmoidMLP, cross_entropy, hessian_eigenvalues, hvp, sharpness, train
 
 
 def small_problem(k=6, sizes=(5, 4, 3), seed=0):
@@ -144,3 +144,21 @@ def test_training_map_exponents_on_a_quadratic_are_log_abs_one_minus_lr_a():
 def test_hessian_tools_name_bad_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_train_records_loss_accuracy_and_sharpness():
+    """Gradient descent with a small step lowers the loss at every record (the loss is smooth
+    and lr * sharpness < 2 here); the recorded sharpness is the dense Hessian's top eigenvalue."""
+    net, X, T = small_problem(k=30, sizes=(6, 5, 3))
+    labels = T.argmax(-1)
+    theta0 = net.init(seed=8)
+    history = train(net, theta0, X, labels, lr=0.5, steps=40, record_every=10, X_test=X[:10],
+                    labels_test=labels[:10], with_sharpness=True, progress=False)
+    assert history.steps.tolist() == [0, 10, 20, 30, 40]
+    assert bool((history.loss.diff() < 0).all())
+    assert history.loss[0].item() == pytest.approx(net.loss(theta0, X, T).item(), rel=1e-14)
+    dense = torch.linalg.eigvalsh(torch.func.hessian(lambda th: net.loss(th, X, T))(history.theta))
+    assert history.sharpness[-1].item() == pytest.approx(dense[-1].item(), abs=1e-7)
+    assert 0 <= history.train_accuracy.min() and history.test_accuracy.max() <= 1
+    with pytest.raises(ValueError, match="labels must be 30 integers in 0..2"):
+        train(net, theta0, X, labels + 3, lr=0.5, steps=2)

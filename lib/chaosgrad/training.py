@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .maps import Map, parameter
-from .validation import check_positive, check_whole
+from .progress import progress_range
+from .validation import check_finite, check_positive, check_whole
 
-__all__ = ["GradientDescent", "SigmoidMLP", "cross_entropy", "hessian_eigenvalues", "hvp", "sharpness"]
+__all__ = ["GradientDescent", "SigmoidMLP", "TrainingHistory", "cross_entropy", "hessian_eigenvalues", "hvp",
+           "sharpness", "train"]
 
 Loss = Callable[[Tensor], Tensor]
 
@@ -273,3 +276,98 @@ class SigmoidMLP:
     def loss(self, theta: Tensor, X: Tensor, T: Tensor) -> Tensor:
         """Mean cross-entropy of the predictions against one-hot labels ``T`` (shape ``(k, n_2)``)."""
         return cross_entropy(self.probabilities(theta, X), T)
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    r"""What :func:`train` recorded, every ``record_every`` steps (and at the start).
+
+    Attributes
+    ----------
+    steps : Tensor, shape ``(r,)``
+        The step numbers recorded (0 is the initial point).
+    loss : Tensor, shape ``(r,)``
+        Training loss.
+    train_accuracy, test_accuracy : Tensor, shape ``(r,)``
+        Fraction of correctly classified training and held-out samples (``test_accuracy``
+        is ``None`` without held-out data).
+    sharpness : Tensor, shape ``(r,)`` or None
+        Largest Hessian eigenvalue of the training loss (with ``sharpness=True``).
+    theta : Tensor, shape ``(d,)``
+        The final parameters.
+    """
+
+    steps: Tensor
+    loss: Tensor
+    train_accuracy: Tensor
+    test_accuracy: Tensor | None
+    sharpness: Tensor | None
+    theta: Tensor
+
+
+def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float, steps: int,
+          record_every: int = 10, X_test: Tensor | None = None, labels_test: Tensor | None = None,
+          with_sharpness: bool = False, progress: bool | None = None) -> TrainingHistory:
+    r"""Full-batch gradient descent :math:`\theta \leftarrow \theta - \alpha\nabla L(\theta)` on the
+    cross-entropy of ``net``, recording loss, accuracies and (optionally) the sharpness.
+
+    Parameters
+    ----------
+    net, theta0
+        The network and its initial flat parameters.
+    X, labels
+        Training inputs ``(k, n_0)`` and integer labels ``(k,)`` in ``0..n_2-1``.
+    lr, steps
+        Learning rate :math:`\alpha > 0` and number of steps.
+    record_every
+        Record every this many steps (and at step 0).
+    X_test, labels_test
+        Optional held-out data.
+    with_sharpness
+        Also record :func:`sharpness` of the training loss (one Lanczos run per record).
+    progress
+        Progress bar; ``None`` shows one only in an interactive terminal.
+
+    Returns
+    -------
+    TrainingHistory
+
+    Raises
+    ------
+    ValueError
+        For labels outside ``0..n_2-1`` or of the wrong length.
+    NonFiniteStateError
+        If the parameters become inf or NaN (the message names the step).
+    """
+    check_whole(steps, "steps", 1)
+    check_whole(record_every, "record_every", 1)
+    classes = net.sizes[2]
+
+    def targets(data: Tensor, y: Tensor) -> Tensor:
+        if y.shape != data.shape[:1] or bool((y < 0).any()) or bool((y >= classes).any()):
+            raise ValueError(f"labels must be {data.shape[0]} integers in 0..{classes - 1}; got shape "
+                             f"{tuple(y.shape)}, range {int(y.min())}..{int(y.max())}")
+        return torch.nn.functional.one_hot(y.long(), classes).to(data.dtype)
+
+    T = targets(X, labels)
+    if X_test is not None:
+        targets(X_test, labels_test)  # checks the held-out labels
+    loss = lambda th: net.loss(th, X, T)  # noqa: E731
+    gd = GradientDescent(loss, dim=net.num_params, lr=lr)
+
+    def accuracy(th: Tensor, data: Tensor, y: Tensor) -> float:
+        return float((net.probabilities(th, data).argmax(-1) == y).double().mean())
+
+    theta, rows = theta0.detach(), []
+    for n in progress_range(int(steps) + 1, progress, desc="train"):
+        if n % record_every == 0 or n == steps:
+            rows.append((n, float(loss(theta)), accuracy(theta, X, labels),
+                         accuracy(theta, X_test, labels_test) if X_test is not None else float("nan"),
+                         sharpness(loss, theta, tol=1e-8, max_iter=100) if with_sharpness else float("nan")))
+        if n < steps:
+            with torch.no_grad():
+                theta = check_finite(gd.step(theta), "parameters", step=n + 1)
+    table = torch.tensor(rows, dtype=torch.float64)
+    return TrainingHistory(table[:, 0].long(), table[:, 1], table[:, 2],
+                           table[:, 3] if X_test is not None else None,
+                           table[:, 4] if with_sharpness else None, theta)
