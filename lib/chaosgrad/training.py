@@ -190,6 +190,17 @@ class GradientDescent(Map):
 
     _vjp = _jvp  # the Hessian is symmetric, so (I - lr H)^T = I - lr H
 
+    def _step_jvp(self, x: Tensor, V: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        # the gradient comes with the Hessian-vector products (the primal of their jvp)
+        grad = torch.func.grad(self.loss)
+        steps, tangents = [], []
+        for xm, Vm in zip(x.reshape(-1, self.dim), V.reshape(-1, self.dim, V.shape[-1])):
+            g, HV = torch.func.vmap(lambda u, xm=xm: torch.func.jvp(grad, (xm,), (u,)), in_dims=1,
+                                    out_dims=(None, 1))(Vm)
+            steps.append(xm - self.lr * g)
+            tangents.append(Vm - self.lr * HV)
+        return torch.stack(steps).reshape(x.shape), torch.stack(tangents).reshape(V.shape)
+
 
 def cross_entropy(probs: Tensor, targets: Tensor) -> Tensor:
     r"""Mean cross-entropy :math:`L = -\frac1k \sum_{i=1}^k \sum_j t^i_j \log y^i_j`.
