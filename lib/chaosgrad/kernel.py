@@ -36,18 +36,21 @@ A. Ni, arXiv:2503.00718 (the path-kernel method).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .derivatives import finite_difference, time_average
 from .estimates import Estimate
 from .progress import progress_range
 from .systems import Noisy
 from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
 
-__all__ = ["FitHistory", "fit_average", "kernel_derivative", "mercer_smoothing", "path_kernel_derivative"]
+__all__ = ["FitHistory", "fit_average", "fit_objective_gradient", "kernel_derivative", "mercer_smoothing",
+           "path_kernel_derivative"]
 
 Observable = Callable[[Tensor], Tensor]
 
@@ -362,6 +365,30 @@ def fit_average(
         gammas.append(gamma)
     as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     return FitHistory(as_tensor(gammas), as_tensor(averages), as_tensor(derivatives), as_tensor(objectives))
+
+
+def fit_objective_gradient(
+    make_noisy: Callable[[float, int], Noisy],
+    gamma: float,
+    x0: Tensor,
+    T: int,
+    observable: Observable,
+    target: float,
+    weight_decay: float = 0.0,
+    h: float = 0.01,
+    seed: int = 0,
+) -> Estimate:
+    r"""The gradient :math:`(J - J^\ast)\,dJ/d\gamma + \kappa\gamma` of :func:`fit_average`'s objective,
+    measured independently of any derivative estimator: :math:`J` from the paths ``x0`` run
+    with ``make_noisy(gamma, seed)``, :math:`dJ/d\gamma` by central differences
+    (:func:`~chaosgrad.derivatives.finite_difference`, step ``h``, common random numbers from
+    ``seed + 1``). The error bar propagates both standard errors to first order (the two
+    estimates use independent noise). Where an SGD run settled, this should vanish within it.
+    """
+    J = Estimate.of(time_average(make_noisy(float(gamma), seed), x0, T, observable))
+    dJ = finite_difference(lambda g: make_noisy(g, seed + 1), float(gamma), h, x0, T, observable)
+    value = (J.value - target) * dJ.value + weight_decay * float(gamma)
+    return Estimate(value, math.hypot(J.stderr * dJ.value, (J.value - target) * dJ.stderr))
 
 
 def mercer_smoothing(points: Tensor, values: Tensor, width: float) -> Tensor:
