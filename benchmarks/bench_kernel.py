@@ -5,8 +5,11 @@ Kernel differentiation needs, per step, the map's derivative with respect to the
 wall time over that of simulating the same noisy paths (Noisy.trajectory) should be close
 to 1: at most 1.3 where the map has a closed-form parameter derivative (the tanh network,
 Lorenz-63's RK4 stages), at most 3 through torch.func (the same maps with the closed form
-switched off, so that Map._step_param_jvp's forward-mode pass does the work). The path-kernel
-hybrid also pushes one tangent vector per path, so it costs about one more step per step.
+switched off, so that Map._step_param_jvp's forward-mode pass does the work). Both maps are
+autonomous, so kernel_derivative takes the parameter derivatives of a block of stored
+states in one call. The path-kernel hybrid also pushes one tangent vector per path and takes
+the parameter derivative step by step, so it costs about one more step per step (more
+through torch.func, whose per-call overhead dominates small maps).
 Best of five interleaved rounds, this machine, one run.
 """
 

@@ -120,6 +120,37 @@ def test_foliated_noise_refuses_a_perturbation_outside_its_span():
         Noisy(Henon(), sigma=0.1, direction=torch.ones(3))
 
 
+class _StepByStep(RandomNetwork):
+    """The tied network, declared non-autonomous: kernel_derivative then takes the parameter
+    derivative with every step instead of deferring it to one call per block of steps."""
+
+    autonomous = False
+
+
+@pytest.mark.parametrize("options", [{}, {"average": True}, {"window": 7, "warmup": 5}])
+def test_deferred_parameter_derivatives_equal_the_step_by_step_ones(options):
+    """On an autonomous map the scores are taken for blocks of 2**20 // (paths * dim) = 128
+    steps at once (300 steps: blocks of 128, 128 and 44); the same noise, the same paths and
+    the same estimate as one call per step, to rounding."""
+    kwargs = {"width": 8, "sigma_w2": 4.0, "sigma_b2": 0.05, "tied": True, "seed": 3}
+    x0 = torch.randn(4096, 8, generator=torch.Generator().manual_seed(2), dtype=F64)
+    est = [kernel_derivative(Noisy(cls(**kwargs), sigma=0.1, seed=1), x0, 300, lambda x: (x**2).mean(-1),
+                             "sigma_w", **options) for cls in (RandomNetwork, _StepByStep)]
+    assert RandomNetwork(**kwargs).autonomous and not _StepByStep(**kwargs).autonomous
+    assert est[0].value == pytest.approx(est[1].value, rel=1e-10, abs=1e-12)
+    assert est[0].stderr == pytest.approx(est[1].stderr, rel=1e-10)
+
+
+@pytest.mark.parametrize("autonomous", [True, False])
+def test_foliated_noise_error_names_the_first_step_outside_its_span(autonomous):
+    """Henon with noise along x only: df/db = (0, x) is inside that span at x = 0 (step 0)
+    and leaves it at step 1, in the deferred blocks as step by step."""
+    henon = Henon() if autonomous else type("StepByStepHenon", (Henon,), {"autonomous": False})()
+    noisy = Noisy(henon, sigma=0.01, seed=0, direction=torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="df/db has a component outside the noise directions .* at step 1:"):
+        kernel_derivative(noisy, torch.zeros(4, 2, dtype=F64), 5, lambda x: x[..., 0], "b")
+
+
 def test_hybrid_average_ends_are_the_pathwise_average_and_kernel_average():
     net = RandomNetwork(6, sigma_w2=2.0, sigma_b2=0.1, tied=True, seed=0)
     x0 = torch.randn(50, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
