@@ -16,7 +16,7 @@ from chaosgrad import NonFiniteStateError
 from chaosgrad.adjoint import adjoint_lyapunov_spectrum
 from chaosgrad.lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
 from chaosgrad.networks import RandomNetwork
-from chaosgrad.systems import Henon, Logistic, Lorenz63
+from chaosgrad.systems import Affine, Henon, Logistic, Lorenz63
 
 F64 = torch.float64
 
@@ -105,6 +105,36 @@ def test_kaplan_yorke_dimension():
     assert kaplan_yorke_dimension(torch.tensor([0.5, 0.2, -1.4], dtype=F64)) == pytest.approx(2.5, abs=1e-15)
     assert kaplan_yorke_dimension(torch.tensor([-0.1, -1.0], dtype=F64)) == 0.0
     assert kaplan_yorke_dimension(torch.tensor([0.5, 0.1], dtype=F64)) is None  # needs more exponents
+
+
+def test_initial_basis_measures_the_growth_of_its_own_directions():
+    """x -> A x, A = diag(2, 1, 1/2): from e_2 the growth is exactly ln 1 = 0 and from e_3
+    exactly ln(1/2), at every step, although the top exponent is ln 2 (which a random basis
+    finds); a basis (e_3, e_1) keeps its first direction and orthonormalises the second."""
+    A = Affine(torch.diag(torch.tensor([2.0, 1.0, 0.5], dtype=F64)), torch.zeros(3, dtype=F64))
+    x0 = torch.zeros(3, dtype=F64)
+    e = torch.eye(3, dtype=F64)
+    assert lyapunov_spectrum(A, x0, 30, basis=e[:, 1]).exponents.item() == pytest.approx(0.0, abs=1e-14)
+    both = lyapunov_spectrum(A, x0, 30, basis=3 * e[:, [2, 0]] + 0.5 * e[:, [0, 1]])  # (3e3 + e1/2, 3e1 + e2/2)
+    growth = math.hypot(0.5 * 2.0**30, 3 * 0.5**30) / math.hypot(0.5, 3)  # |A^30 v| / |v|, v = (1/2, 0, 3)
+    assert both.exponents[0].item() == pytest.approx(math.log(growth) / 30, abs=1e-13)
+    assert lyapunov_spectrum(A, x0, 30, basis=e[:, 2]).exponents.item() == pytest.approx(math.log(0.5), abs=1e-14)
+    assert lyapunov_spectrum(A, x0, 200, k=1).exponents.item() == pytest.approx(math.log(2), abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("basis", "k", "message"),
+    [
+        (torch.ones(2, 1), None, r"basis must be a \(dim, k\) matrix with dim = 3; got shape \(2, 1\)"),
+        (torch.ones(3, 2), 1, r"basis must be a \(dim, k\) matrix with dim = 3 and k = 1; got shape \(3, 2\)"),
+        (torch.ones(3, 2), None, r"basis must have linearly independent columns"),
+        (torch.full((3, 1), float("nan")), None, r"non-finite initial basis"),
+    ],
+)
+def test_bad_initial_basis(basis, k, message):
+    A = Affine(torch.eye(3, dtype=F64) / 2, torch.zeros(3, dtype=F64))
+    with pytest.raises((ValueError, NonFiniteStateError), match=message):
+        lyapunov_spectrum(A, torch.zeros(3, dtype=F64), 5, k=k, basis=basis)
 
 
 @pytest.mark.parametrize(

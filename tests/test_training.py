@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from chaosgrad import lyapunov_spectrum
-from chaosgrad.training import GradientDescent, SigmoidMLP, cross_entropy, hessian_eigenvalues, hvp, sharpness, train
+from chaosgrad.training import (GradientDescent, SigmoidMLP, cross_entropy, hessian_eigenvalues, hvp, sharpness,
+                                subspace_iteration, train)
 
 
 def small_problem(k=6, sizes=(5, 4, 3), seed=0):
@@ -113,6 +114,28 @@ def test_lanczos_eigenvalues_match_eigvalsh_of_the_dense_hessian(which):
         assert got[-1] < 0  # this network at this point has a saddle direction
 
 
+def test_subspace_iteration_matches_eigvalsh_and_lanczos_warm_start_returns_eigenvectors():
+    """The k eigenvalues largest in magnitude, against the dense Hessian to 1e-8; Lanczos
+    from a start vector returns unit Ritz vectors with residual |Hv - lambda v| < 1e-6."""
+    net, X, T = small_problem(k=20, sizes=(8, 6, 4))
+    theta = net.init(seed=6)
+    loss = lambda th: net.loss(th, X, T)  # noqa: E731
+    dense = torch.linalg.eigvalsh(torch.func.hessian(loss)(theta))
+    expected = dense[dense.abs().argsort(descending=True)[:4]].sort(descending=True).values
+    torch.testing.assert_close(subspace_iteration(loss, theta, k=4, block=12, tol=1e-13), expected,
+                               rtol=0, atol=1e-8)
+    values, vectors = hessian_eigenvalues(loss, theta, k=2, start=torch.ones(net.num_params, dtype=torch.float64),
+                                          return_vectors=True)
+    torch.testing.assert_close(values, dense.flip(0)[:2], rtol=0, atol=1e-8)
+    torch.testing.assert_close(torch.linalg.vector_norm(vectors, dim=0), torch.ones(2, dtype=torch.float64))
+    residual = hvp(loss, theta, vectors) - vectors * values
+    assert torch.linalg.vector_norm(residual, dim=0).max() < 1e-6
+    with pytest.raises(ValueError, match=r"start must be a nonzero vector of shape \(\d+,\)"):
+        hessian_eigenvalues(loss, theta, start=torch.zeros(net.num_params, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"need k <= block <= d"):
+        subspace_iteration(loss, theta, k=4, block=3)
+
+
 def test_training_map_exponents_on_a_quadratic_are_log_abs_one_minus_lr_a():
     """L = theta^T A theta / 2: the training map is the linear map I - lr A, whose exponents
     are ln|1 - lr a_i| for the eigenvalues a_i (the orbit sits at the fixed point 0; one
@@ -131,6 +154,10 @@ def test_training_map_exponents_on_a_quadratic_are_log_abs_one_minus_lr_a():
         assert spectrum.exponents.sum().item() == pytest.approx(expected.sum().item(), abs=1e-12)
         transients.append((spectrum.exponents - expected) * T)
     torch.testing.assert_close(transients[0], transients[1], rtol=0, atol=1e-8)
+    # started from A's eigenvectors (largest |1 - lr a| first), each exponent is exact
+    order = (1 - 0.1 * a).abs().argsort(descending=True)
+    aligned = lyapunov_spectrum(gd, torch.zeros(4, dtype=torch.float64), 25, basis=Q[:, order])
+    torch.testing.assert_close(aligned.exponents, expected, rtol=0, atol=1e-10)
     V = torch.randn(4, 2, dtype=torch.float64)
     torch.testing.assert_close(gd.jvp(torch.ones(4, dtype=torch.float64), V), V - 0.1 * A @ V, rtol=1e-12, atol=1e-12)
 
@@ -157,6 +184,12 @@ def test_train_records_loss_accuracy_and_sharpness():
     assert history.steps.tolist() == [0, 10, 20, 30, 40]
     assert bool((history.loss.diff() < 0).all())
     assert history.loss[0].item() == pytest.approx(net.loss(theta0, X, T).item(), rel=1e-14)
+    gd = GradientDescent(lambda th: net.loss(th, X, T), dim=net.num_params, lr=0.5)
+    orbit = gd.trajectory(theta0, 40)  # the same iterates by the training map
+    torch.testing.assert_close(history.theta, orbit[-1], rtol=1e-13, atol=1e-13)
+    per_step = torch.stack([net.loss(th, X, T) for th in orbit])
+    torch.testing.assert_close(history.loss_per_step, per_step, rtol=1e-13, atol=0)
+    assert history.loss_per_step[::10].tolist() == history.loss.tolist()
     dense = torch.linalg.eigvalsh(torch.func.hessian(lambda th: net.loss(th, X, T))(history.theta))
     assert history.sharpness[-1].item() == pytest.approx(dense[-1].item(), abs=1e-7)
     assert 0 <= history.train_accuracy.min() and history.test_accuracy.max() <= 1

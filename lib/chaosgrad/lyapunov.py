@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .estimates import Estimate, batch_means, jackknife
 from .maps import Map
+from .validation import check_finite
 from .tangent import (  # noqa: F401  (MAX_GROWTH_RATIO, REDO_GROWTH_RATIO: documented here too)
     MAX_GROWTH_RATIO,
     REDO_GROWTH_RATIO,
@@ -144,6 +145,7 @@ def lyapunov_spectrum(
     blocks: int = 20,
     seed: int = 0,
     progress: bool | None = None,
+    basis: Tensor | None = None,
 ) -> LyapunovResult:
     r"""The first ``k`` Lyapunov exponents of ``map`` along orbits from ``x0`` (Benettin/QR).
 
@@ -173,6 +175,12 @@ def lyapunov_spectrum(
         Seed of the random initial basis.
     progress
         Show a progress bar; ``None`` shows one only in an interactive terminal.
+    basis
+        Initial tangent vectors as the columns of a ``(dim, k)`` matrix (orthonormalised by
+        QR, so the first column keeps its direction) instead of a random basis. Over a
+        finite run the exponents then measure the growth of these directions: a random
+        start in a high-dimensional space needs about :math:`\ln\sqrt{d}/(\lambda_1 -
+        \lambda_{k+1})` steps to find the fastest-growing ones.
 
     Returns
     -------
@@ -185,8 +193,22 @@ def lyapunov_spectrum(
     NonFiniteStateError
         If a state or the tangent basis becomes inf or NaN (the message names the step).
     """
+    if basis is not None:
+        basis = check_finite(torch.as_tensor(basis, dtype=torch.float64), "initial basis")
+        basis = basis[:, None] if basis.ndim == 1 else basis
+        if basis.ndim != 2 or basis.shape[0] != map.dim or (k is not None and basis.shape[1] != k):
+            raise ValueError(f"basis must be a (dim, k) matrix with dim = {map.dim}"
+                             + ("" if k is None else f" and k = {k}") + f"; got shape {tuple(basis.shape)}")
+        k = basis.shape[1]
     x, k, steps, warmup = check_run(map, x0, steps, k, warmup, n0)
-    Q = random_basis(map.dim, k, x.dtype, seed).expand(*x.shape[:-1], map.dim, k)
+    if basis is None:
+        Q = random_basis(map.dim, k, x.dtype, seed)
+    else:
+        Q, R = torch.linalg.qr(basis.to(x.dtype))
+        if bool((R.diagonal().abs() <= 1e-12 * R.diagonal().abs().max()).any()):
+            raise ValueError("basis must have linearly independent columns")
+        Q = Q * torch.sign(R.diagonal())  # the first column keeps its direction
+    Q = Q.expand(*x.shape[:-1], map.dim, k)
     x, Q = align_forward(map, x, Q, warmup, n0, progress, desc="Lyapunov warm-up")
     start = n0 + warmup
     r = resolve_renorm_every(renorm_every, map, x, Q, start, steps)

@@ -24,7 +24,7 @@ from .progress import progress_range
 from .validation import check_finite, check_positive, check_whole
 
 __all__ = ["GradientDescent", "SigmoidMLP", "TrainingHistory", "cross_entropy", "hessian_eigenvalues", "hvp",
-           "sharpness", "train"]
+           "sharpness", "subspace_iteration", "train"]
 
 Loss = Callable[[Tensor], Tensor]
 
@@ -66,11 +66,12 @@ def hvp(loss: Loss, theta: Tensor, v: Tensor) -> Tensor:
 
 
 def hessian_eigenvalues(loss: Loss, theta: Tensor, k: int = 1, which: str = "largest", tol: float = 1e-10,
-                        max_iter: int = 300, seed: int = 0) -> Tensor:
+                        max_iter: int = 300, seed: int = 0, start: Tensor | None = None,
+                        return_vectors: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     r"""The ``k`` largest (or most negative) eigenvalues of :math:`\nabla^2 L(\theta)` by Lanczos.
 
     Lanczos iteration on Hessian-vector products (:func:`hvp`) with full
-    reorthogonalisation, from a seeded random start; it stops when the residual bound
+    reorthogonalisation, from a seeded random start (or ``start``); it stops when the residual bound
     :math:`|\beta_m s_{mi}|` of each of the ``k`` wanted Ritz values is below
     ``tol`` times the largest Ritz value in magnitude, or after ``max_iter`` products (or
     ``d``, where the Krylov space is the whole space and the values are exact). The dense
@@ -87,10 +88,17 @@ def hessian_eigenvalues(loss: Loss, theta: Tensor, k: int = 1, which: str = "lar
         most negative end: negative values mark saddle directions).
     tol, max_iter, seed
         Relative residual tolerance, iteration cap, seed of the start vector.
+    start
+        Start vector ``(d,)`` instead of a random one (like ``v0`` of
+        :func:`scipy.sparse.linalg.eigsh`): an eigenvector of a nearby Hessian, for instance
+        the previous one along a training run, converges in a few products.
+    return_vectors
+        Also return the Ritz vectors.
 
     Returns
     -------
-    Tensor of shape ``(k,)``, largest first.
+    Tensor of shape ``(k,)``, largest first; with ``return_vectors``, also the unit
+    eigenvectors as the columns of a ``(d, k)`` tensor, in the same order.
 
     Raises
     ------
@@ -108,7 +116,12 @@ def hessian_eigenvalues(loss: Loss, theta: Tensor, k: int = 1, which: str = "lar
     if k > d:
         raise ValueError(f"k must be at most the number of parameters d = {d}; got k = {k}")
     steps = min(d, int(max_iter))
-    q = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=theta.dtype)
+    if start is None:
+        q = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=theta.dtype)
+    else:
+        q = check_finite(torch.as_tensor(start, dtype=theta.dtype), "start vector")
+        if q.shape != (d,) or not bool(q.any()):
+            raise ValueError(f"start must be a nonzero vector of shape ({d},); got shape {tuple(q.shape)}")
     Q = [q / torch.linalg.vector_norm(q)]
     alphas, betas = [], []
     for m in range(steps):
@@ -131,7 +144,66 @@ def hessian_eigenvalues(loss: Loss, theta: Tensor, k: int = 1, which: str = "lar
                 break
         betas.append(beta)
         Q.append(w / beta)
-    return ritz[wanted].sort(descending=True).values
+    values, order = ritz[wanted].sort(descending=True)
+    if not return_vectors:
+        return values
+    return values, torch.stack(Q[: len(ritz)], 1) @ S[:, wanted[order]]
+
+
+def subspace_iteration(loss: Loss, theta: Tensor, k: int = 5, block: int | None = None, tol: float = 1e-10,
+                       max_iter: int = 500, seed: int = 1) -> Tensor:
+    r"""The ``k`` eigenvalues of :math:`\nabla^2 L(\theta)` largest in magnitude, by subspace
+    iteration: an independent check of :func:`hessian_eigenvalues`.
+
+    Block power iteration :math:`V \leftarrow \operatorname{qr}(HV)` on ``block`` vectors
+    with a Rayleigh-Ritz step (the eigenvalues of :math:`V^\top H V`) at every iteration
+    :cite:`saad2011numerical`. It shares with Lanczos only the Hessian-vector products
+    (:func:`hvp`, batched over the block): no Krylov basis, no tridiagonal matrix. The
+    :math:`i`-th Ritz value converges like :math:`|\lambda_{b+1}/\lambda_i|^{2m}` after
+    :math:`m` iterations; it stops when no wanted Ritz value moved by more than ``tol``
+    times the largest in one iteration.
+
+    Parameters
+    ----------
+    loss, theta
+        As :func:`hvp`.
+    k
+        How many eigenvalues, ``1 <= k <= d``.
+    block
+        Block size ``b >= k``; default ``2k``.
+    tol, max_iter, seed
+        Relative change that stops it, iteration cap, seed of the random start block.
+
+    Returns
+    -------
+    Tensor of shape ``(k,)``: the ``k`` eigenvalues of largest magnitude, largest first.
+
+    Raises
+    ------
+    ValueError
+        For ``k`` or ``block`` out of range.
+
+    See Also
+    --------
+    hessian_eigenvalues : Lanczos, the faster method (and the most negative end).
+    """
+    d = theta.shape[0]
+    check_whole(k, "k", 1)
+    b = 2 * int(k) if block is None else block
+    check_whole(b, "block", 1)
+    if not k <= b <= d:
+        raise ValueError(f"need k <= block <= d = {d}; got k = {k}, block = {b}")
+    V = torch.linalg.qr(torch.randn(d, b, generator=torch.Generator().manual_seed(seed), dtype=theta.dtype))[0]
+    previous = None
+    for _ in range(int(max_iter)):
+        HV = hvp(loss, theta.detach(), V)
+        ritz = torch.linalg.eigvalsh(0.5 * (V.T @ HV + HV.T @ V))
+        top = ritz[ritz.abs().argsort(descending=True)[:k]]
+        if previous is not None and bool(((top - previous).abs() <= tol * top.abs().max()).all()):
+            break
+        previous = top
+        V = torch.linalg.qr(HV)[0]
+    return top.sort(descending=True).values
 
 
 def sharpness(loss: Loss, theta: Tensor, **kwargs) -> float:
@@ -299,6 +371,9 @@ class TrainingHistory:
         The step numbers recorded (0 is the initial point).
     loss : Tensor, shape ``(r,)``
         Training loss.
+    loss_per_step : Tensor, shape ``(steps + 1,)``
+        Training loss at every step (it comes with each gradient at no extra cost), to see
+        the non-monotone descent that ``loss`` samples too coarsely.
     train_accuracy, test_accuracy : Tensor, shape ``(r,)``
         Fraction of correctly classified training and held-out samples (``test_accuracy``
         is ``None`` without held-out data).
@@ -310,6 +385,7 @@ class TrainingHistory:
 
     steps: Tensor
     loss: Tensor
+    loss_per_step: Tensor
     train_accuracy: Tensor
     test_accuracy: Tensor | None
     sharpness: Tensor | None
@@ -318,7 +394,8 @@ class TrainingHistory:
 
 def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float, steps: int,
           record_every: int = 10, X_test: Tensor | None = None, labels_test: Tensor | None = None,
-          with_sharpness: bool = False, progress: bool | None = None) -> TrainingHistory:
+          with_sharpness: bool = False, sharpness_tol: float = 1e-8,
+          progress: bool | None = None) -> TrainingHistory:
     r"""Full-batch gradient descent :math:`\theta \leftarrow \theta - \alpha\nabla L(\theta)` on the
     cross-entropy of ``net``, recording loss, accuracies and (optionally) the sharpness.
 
@@ -335,7 +412,10 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
     X_test, labels_test
         Optional held-out data.
     with_sharpness
-        Also record :func:`sharpness` of the training loss (one Lanczos run per record).
+        Also record :func:`sharpness` of the training loss: one Lanczos run per record
+        (:func:`hessian_eigenvalues`), started from the previous record's top eigenvector.
+    sharpness_tol
+        Its relative residual tolerance.
     progress
         Progress bar; ``None`` shows one only in an interactive terminal.
 
@@ -364,21 +444,37 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
     if X_test is not None:
         targets(X_test, labels_test)  # checks the held-out labels
     loss = lambda th: net.loss(th, X, T)  # noqa: E731
-    gd = GradientDescent(loss, dim=net.num_params, lr=lr)
+    lr = check_positive(lr, "lr")
+    gradient_and_loss = torch.func.grad_and_value(loss)
 
     def accuracy(th: Tensor, data: Tensor, y: Tensor) -> float:
         return float((net.probabilities(th, data).argmax(-1) == y).double().mean())
 
-    theta, rows = theta0.detach(), []
+    theta, rows, top = theta0.detach(), [], None
+
+    def current_sharpness() -> float:
+        nonlocal top  # each Lanczos run starts from the previous top eigenvector
+        if not with_sharpness:
+            return float("nan")
+        value, top = hessian_eigenvalues(loss, theta, k=1, tol=sharpness_tol, max_iter=100, start=top,
+                                         return_vectors=True)
+        top = top[:, 0]
+        return float(value[0])
+
+    losses = []
     for n in progress_range(int(steps) + 1, progress, desc="train"):
+        if n < steps:  # the step of GradientDescent, with the loss that comes with the gradient
+            gradient, value = gradient_and_loss(theta)
+            losses.append(float(value))
+        else:
+            losses.append(float(loss(theta)))
         if n % record_every == 0 or n == steps:
-            rows.append((n, float(loss(theta)), accuracy(theta, X, labels),
+            rows.append((n, losses[-1], accuracy(theta, X, labels),
                          accuracy(theta, X_test, labels_test) if X_test is not None else float("nan"),
-                         sharpness(loss, theta, tol=1e-8, max_iter=100) if with_sharpness else float("nan")))
+                         current_sharpness()))
         if n < steps:
-            with torch.no_grad():
-                theta = check_finite(gd.step(theta), "parameters", step=n + 1)
+            theta = check_finite(theta - lr * gradient, "parameters", step=n + 1)
     table = torch.tensor(rows, dtype=torch.float64)
-    return TrainingHistory(table[:, 0].long(), table[:, 1], table[:, 2],
+    return TrainingHistory(table[:, 0].long(), table[:, 1], torch.tensor(losses, dtype=torch.float64), table[:, 2],
                            table[:, 3] if X_test is not None else None,
                            table[:, 4] if with_sharpness else None, theta)
