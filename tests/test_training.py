@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from chaosgrad import lyapunov_spectrum
-from chaosgrad.training import (GradientDescent, SigmoidMLP, cross_entropy, hessian_eigenvalues, hvp, sharpness,
-                                subspace_iteration, train)
+from chaosgrad.training import (GradientDescent, SigmoidMLP, TrainingHistory, cross_entropy, hessian_eigenvalues,
+                                hessian_ends, hvp, sharpness, subspace_iteration, train)
 
 
 def small_problem(k=6, sizes=(5, 4, 3), seed=0):
@@ -173,6 +173,34 @@ def test_hessian_tools_name_bad_arguments(call, message):
         call()
 
 
+@pytest.mark.parametrize(("lr", "dominant"), [(0.1, "largest"), (0.05, "smallest")])
+def test_hessian_ends_on_a_quadratic_grow_at_log_abs_one_minus_lr_lambda(lr, dominant):
+    """L = theta^T A theta / 2 with eigenvalues 30, 12, 3, -1: the ends are 30 and -1, the
+    Hessian is constant, and the growth from each end's eigenvector is ln|1 - lr lambda|
+    exactly: ln 2 against ln 1.1 at lr = 0.1 (the sharp end wins, lr * 30 > 2), ln 0.5 against
+    ln 1.05 at lr = 0.05 (the saddle direction wins)."""
+    a = torch.tensor([30.0, 12.0, 3.0, -1.0], dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    A = Q @ torch.diag(a) @ Q.T
+    ends = hessian_ends(lambda th: 0.5 * th @ A @ th, torch.zeros(4, dtype=torch.float64), lr, steps=15)
+    torch.testing.assert_close(ends.eigenvalues, torch.tensor([30.0, -1.0], dtype=torch.float64), rtol=0, atol=1e-10)
+    expected = torch.log((1 - lr * ends.eigenvalues).abs())
+    torch.testing.assert_close(ends.predicted, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ends.measured, expected, rtol=0, atol=1e-10)
+    assert ends.dominant == dominant and ends.steps == 15
+
+
+def test_edge_of_stability_finds_the_longest_stretch_in_the_band():
+    S = torch.tensor([1.0, 0.52, 0.5, 0.49, 0.3, 0.5, 0.51, 0.505, 0.499, 0.2], dtype=torch.float64)
+    steps = torch.arange(10) * 5
+    h = TrainingHistory(steps, S, S, S, None, S, torch.zeros(1))
+    assert h.edge_of_stability(4.0, band=0.05) == (25, 40)  # 4 S = 2.0, 2.04, 2.02, 1.996
+    assert h.edge_of_stability(4.0, band=0.001) == (10, 10)
+    assert h.edge_of_stability(1.0) is None
+    with pytest.raises(ValueError, match="no sharpness"):
+        TrainingHistory(steps, S, S, S, None, None, torch.zeros(1)).edge_of_stability(4.0)
+
+
 def test_train_records_loss_accuracy_and_sharpness():
     """Gradient descent with a small step lowers the loss at every record (the loss is smooth
     and lr * sharpness < 2 here); the recorded sharpness is the dense Hessian's top eigenvalue."""
@@ -180,7 +208,7 @@ def test_train_records_loss_accuracy_and_sharpness():
     labels = T.argmax(-1)
     theta0 = net.init(seed=8)
     history = train(net, theta0, X, labels, lr=0.5, steps=40, record_every=10, X_test=X[:10],
-                    labels_test=labels[:10], with_sharpness=True, progress=False)
+                    labels_test=labels[:10], with_sharpness=True, keep_parameters=True, progress=False)
     assert history.steps.tolist() == [0, 10, 20, 30, 40]
     assert bool((history.loss.diff() < 0).all())
     assert history.loss[0].item() == pytest.approx(net.loss(theta0, X, T).item(), rel=1e-14)
@@ -190,6 +218,7 @@ def test_train_records_loss_accuracy_and_sharpness():
     per_step = torch.stack([net.loss(th, X, T) for th in orbit])
     torch.testing.assert_close(history.loss_per_step, per_step, rtol=1e-13, atol=0)
     assert history.loss_per_step[::10].tolist() == history.loss.tolist()
+    torch.testing.assert_close(history.parameters, orbit[::10], rtol=1e-13, atol=1e-13)
     dense = torch.linalg.eigvalsh(torch.func.hessian(lambda th: net.loss(th, X, T))(history.theta))
     assert history.sharpness[-1].item() == pytest.approx(dense[-1].item(), abs=1e-7)
     assert 0 <= history.train_accuracy.min() and history.test_accuracy.max() <= 1

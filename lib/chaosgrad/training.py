@@ -23,7 +23,7 @@ from .maps import Map, parameter
 from .progress import progress_range
 from .validation import check_finite, check_positive, check_whole
 
-__all__ = ["GradientDescent", "SigmoidMLP", "TrainingHistory", "cross_entropy", "hessian_eigenvalues", "hvp",
+__all__ = ["GradientDescent", "HessianEnds", "SigmoidMLP", "TrainingHistory", "cross_entropy", "hessian_eigenvalues", "hessian_ends", "hvp",
            "sharpness", "subspace_iteration", "train"]
 
 Loss = Callable[[Tensor], Tensor]
@@ -214,6 +214,84 @@ def sharpness(loss: Loss, theta: Tensor, **kwargs) -> float:
     return float(hessian_eigenvalues(loss, theta, k=1, which="largest", **kwargs)[0])
 
 
+@dataclass(frozen=True)
+class HessianEnds:
+    r"""The two ends of the Hessian's spectrum and how fast gradient descent grows along them
+    (:func:`hessian_ends`).
+
+    Attributes
+    ----------
+    eigenvalues : Tensor, shape ``(2,)``
+        :math:`\lambda_{\max}` (the sharpness) and :math:`\lambda_{\min}` of :math:`\nabla^2 L(\theta)`.
+    predicted : Tensor, shape ``(2,)``
+        :math:`\ln|1 - \alpha\lambda|` at the two ends: the growth rate per step of the
+        training map along each eigenvector while the Hessian stays what it is at
+        :math:`\theta`.
+    measured : Tensor, shape ``(2,)``
+        The finite-time Lyapunov exponent over the next ``steps`` steps of the run from
+        :math:`\theta`, started from each end's eigenvector (the Hessian moves with the run).
+    steps : int
+    """
+
+    eigenvalues: Tensor
+    predicted: Tensor
+    measured: Tensor
+    steps: int
+
+    @property
+    def dominant(self) -> str:
+        r"""Which end grows faster over the run: ``"largest"`` (the sharp end, unstable when
+        :math:`\alpha\lambda_{\max} > 2`) or ``"smallest"`` (a negative-curvature end)."""
+        return "largest" if self.measured[0] >= self.measured[1] else "smallest"
+
+
+def hessian_ends(loss: Loss, theta: Tensor, lr: float, steps: int = 20, tol: float = 1e-6) -> HessianEnds:
+    r"""Both ends of the Hessian spectrum at :math:`\theta` and the training map's growth
+    along them.
+
+    The training map's Jacobian :math:`I - \alpha H` stretches the eigenvector of eigenvalue
+    :math:`\lambda` by :math:`|1 - \alpha\lambda|`. Only the two ends can make this exceed 1:
+    the top, when :math:`\alpha\lambda_{\max} > 2` (the edge of stability), and the bottom,
+    when :math:`\lambda_{\min} < 0` (a saddle direction), for any learning rate. The bulk of
+    near-zero eigenvalues gives :math:`|1 - \alpha\lambda| \approx 1`, so a random tangent
+    vector in :math:`d` dimensions sees mostly the bulk for about
+    :math:`\ln\sqrt d/\lambda_1` steps; starting from the ends' eigenvectors
+    (:func:`~chaosgrad.lyapunov.lyapunov_spectrum` with ``basis``) measures their growth at
+    once.
+
+    Parameters
+    ----------
+    loss, theta
+        As :func:`hvp`.
+    lr
+        Learning rate :math:`\alpha > 0` of the gradient-descent map.
+    steps
+        Length of the run over which each end's growth is measured.
+    tol
+        Lanczos tolerance of :func:`hessian_eigenvalues` for each end.
+
+    Returns
+    -------
+    HessianEnds
+
+    See Also
+    --------
+    GradientDescent : the training map.
+    """
+    from .lyapunov import lyapunov_spectrum  # lyapunov needs nothing from here; avoid a cycle at import
+
+    lr = check_positive(lr, "lr")
+    check_whole(steps, "steps", 1)
+    gd = GradientDescent(loss, dim=theta.shape[0], lr=lr)
+    values, measured = [], []
+    for which in ("largest", "smallest"):
+        value, vector = hessian_eigenvalues(loss, theta, k=1, which=which, tol=tol, return_vectors=True)
+        values.append(value[0])
+        measured.append(lyapunov_spectrum(gd, theta, steps, basis=vector, progress=False).exponents[0])
+    eigenvalues = torch.stack(values)
+    return HessianEnds(eigenvalues, torch.log((1 - lr * eigenvalues).abs()), torch.stack(measured), int(steps))
+
+
 class GradientDescent(Map):
     r"""The gradient-descent map :math:`\theta \mapsto \theta - \alpha \nabla L(\theta)`.
 
@@ -381,6 +459,8 @@ class TrainingHistory:
         Largest Hessian eigenvalue of the training loss (with ``sharpness=True``).
     theta : Tensor, shape ``(d,)``
         The final parameters.
+    parameters : Tensor, shape ``(r, d)`` or None
+        The parameters at every record (with ``keep_parameters=True``).
     """
 
     steps: Tensor
@@ -390,11 +470,34 @@ class TrainingHistory:
     test_accuracy: Tensor | None
     sharpness: Tensor | None
     theta: Tensor
+    parameters: Tensor | None = None
+
+    def edge_of_stability(self, lr: float, band: float = 0.05) -> tuple[int, int] | None:
+        r"""The longest stretch of consecutive records with :math:`|\alpha S - 2| \le` ``band``:
+        where gradient descent hovers at the edge of stability :cite:`cohen2021gradient`.
+
+        Returns
+        -------
+        ``(first, last)``: the step numbers of its first and last record, or ``None`` if no
+        record is in the band. Needs a history recorded ``with_sharpness``.
+        """
+        if self.sharpness is None:
+            raise ValueError("this history has no sharpness; train with with_sharpness=True")
+        inside = ((lr * self.sharpness - 2).abs() <= band).tolist()
+        best, start = None, None
+        for i, flag in enumerate([*inside, False]):
+            if flag and start is None:
+                start = i
+            elif not flag and start is not None:
+                if best is None or i - start > best[1] - best[0] + 1:
+                    best = (start, i - 1)
+                start = None
+        return None if best is None else (int(self.steps[best[0]]), int(self.steps[best[1]]))
 
 
 def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float, steps: int,
           record_every: int = 10, X_test: Tensor | None = None, labels_test: Tensor | None = None,
-          with_sharpness: bool = False, sharpness_tol: float = 1e-8,
+          with_sharpness: bool = False, sharpness_tol: float = 1e-8, keep_parameters: bool = False,
           progress: bool | None = None) -> TrainingHistory:
     r"""Full-batch gradient descent :math:`\theta \leftarrow \theta - \alpha\nabla L(\theta)` on the
     cross-entropy of ``net``, recording loss, accuracies and (optionally) the sharpness.
@@ -416,6 +519,8 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
         (:func:`hessian_eigenvalues`), started from the previous record's top eigenvector.
     sharpness_tol
         Its relative residual tolerance.
+    keep_parameters
+        Also keep the parameters at every record (``r`` vectors of length ``d``).
     progress
         Progress bar; ``None`` shows one only in an interactive terminal.
 
@@ -461,7 +566,7 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
         top = top[:, 0]
         return float(value[0])
 
-    losses = []
+    losses, kept = [], []
     for n in progress_range(int(steps) + 1, progress, desc="train"):
         if n < steps:  # the step of GradientDescent, with the loss that comes with the gradient
             gradient, value = gradient_and_loss(theta)
@@ -472,9 +577,12 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
             rows.append((n, losses[-1], accuracy(theta, X, labels),
                          accuracy(theta, X_test, labels_test) if X_test is not None else float("nan"),
                          current_sharpness()))
+            if keep_parameters:
+                kept.append(theta)
         if n < steps:
             theta = check_finite(theta - lr * gradient, "parameters", step=n + 1)
     table = torch.tensor(rows, dtype=torch.float64)
     return TrainingHistory(table[:, 0].long(), table[:, 1], torch.tensor(losses, dtype=torch.float64), table[:, 2],
                            table[:, 3] if X_test is not None else None,
-                           table[:, 4] if with_sharpness else None, theta)
+                           table[:, 4] if with_sharpness else None, theta,
+                           torch.stack(kept) if keep_parameters else None)
