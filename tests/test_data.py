@@ -45,6 +45,9 @@ def test_environment_variable_points_at_the_files(tmp_path, monkeypatch):
     write_mnist(tmp_path, n_train=5)
     monkeypatch.setenv("CHAOSGRAD_MNIST", str(tmp_path))
     assert mnist()[0].shape == (5, 784)
+    assert mnist(sample=True)[0].shape == (4000, 784)  # the book's chapter ignores the variable
+    with pytest.raises(ValueError, match="give either path .* or sample=True, not both"):
+        mnist(path=tmp_path, sample=True)
 
 
 def test_bundled_sample_has_5000_digits_balanced_labels_and_unit_pixels(monkeypatch):

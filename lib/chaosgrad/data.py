@@ -98,7 +98,8 @@ def _sample() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].astype(np.uint8), table[:, -1]
 
 
-def mnist(n: int | None = None, path: str | Path | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def mnist(n: int | None = None, path: str | Path | None = None,
+          sample: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""MNIST digits as ``(X_train, y_train, X_test, y_test)``.
 
     Parameters
@@ -109,6 +110,9 @@ def mnist(n: int | None = None, path: str | Path | None = None) -> tuple[Tensor,
         A directory with the four IDX files (see :data:`IDX_FILES`); ``None`` uses the
         environment variable ``CHAOSGRAD_MNIST`` if set, and otherwise the bundled sample
         (4,000 training and 1,000 held-out digits: every fifth digit of the file is held out).
+    sample
+        ``True``: the bundled sample even where ``CHAOSGRAD_MNIST`` is set (the book's
+        chapter uses it, so that its stored outputs hold on every machine).
 
     Returns
     -------
@@ -124,7 +128,9 @@ def mnist(n: int | None = None, path: str | Path | None = None) -> tuple[Tensor,
     ValueError
         For a malformed file, or images and labels of different lengths.
     """
-    path = path if path is not None else os.environ.get("CHAOSGRAD_MNIST")
+    if sample and path is not None:
+        raise ValueError(f"give either path (the full set) or sample=True, not both; got path = {path}")
+    path = path if path is not None or sample else os.environ.get("CHAOSGRAD_MNIST")
     if path is None:
         images, labels = _sample()  # the file is sorted by label: hold out every fifth digit
         test = np.arange(len(labels)) % 5 == 4
