@@ -136,6 +136,25 @@ def test_subspace_iteration_matches_eigvalsh_and_lanczos_warm_start_returns_eige
         subspace_iteration(loss, theta, k=4, block=3)
 
 
+def test_closed_form_hessian_operator_matches_hvp_and_lanczos_uses_it():
+    """TrainingLoss.hessian_operator (Pearlmutter's R-operator written out) against
+    torch.func's forward-over-reverse hvp at a random point, to rounding; Lanczos on the
+    objective (which uses the closed form) against eigvalsh of the dense Hessian."""
+    net, X, T = small_problem(k=20, sizes=(8, 6, 4))
+    theta = net.init(seed=6) + 0.3 * torch.randn(net.num_params, generator=torch.Generator().manual_seed(2),
+                                                 dtype=torch.float64)
+    objective = net.objective(X, T)
+    assert objective(theta).item() == net.loss(theta, X, T).item()
+    product = objective.hessian_operator(theta)
+    for seed in range(3):
+        v = torch.randn(net.num_params, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        torch.testing.assert_close(product(v), hvp(lambda th: net.loss(th, X, T), theta, v), rtol=1e-12, atol=1e-13)
+    dense = torch.linalg.eigvalsh(torch.func.hessian(objective)(theta))
+    torch.testing.assert_close(hessian_eigenvalues(objective, theta, k=3), dense.flip(0)[:3], rtol=0, atol=1e-8)
+    with pytest.raises(ValueError, match=r"X must be \(k, 8\) and T \(k, 4\)"):
+        net.objective(X[:, :3], T)
+
+
 def test_training_map_exponents_on_a_quadratic_are_log_abs_one_minus_lr_a():
     """L = theta^T A theta / 2: the training map is the linear map I - lr A, whose exponents
     are ln|1 - lr a_i| for the eigenvalues a_i (the orbit sits at the fixed point 0; one
