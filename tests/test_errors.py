@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from chaosgrad import NonFiniteStateError
+from chaosgrad import Map, NonFiniteStateError
+from chaosgrad.derivatives import backprop_derivative
+from chaosgrad.lyapunov import lyapunov_spectrum
 from chaosgrad.systems import Henon, Logistic, Lorenz63, Noisy
 from chaosgrad.training import GradientDescent
 
@@ -89,3 +92,68 @@ def test_base_class_requires_step():
 
     with pytest.raises(NotImplementedError, match=r"Empty must define step"):
         Empty()(torch.zeros(1, dtype=torch.float64))
+
+
+class GaussianProduct(Map):
+    """x -> A_n x with A_n Gaussian, drawn from a generator seeded by n (Newman's products,
+    written as a new user would)."""
+
+    dim = 4
+
+    def matrix(self, n):
+        return torch.randn(4, 4, generator=torch.Generator().manual_seed(int(n)), dtype=torch.float64) / 2
+
+    def step(self, x, n=0):
+        return x @ self.matrix(n).T
+
+
+def test_a_map_that_draws_its_matrix_from_a_generator_seeded_by_n():
+    """Item 21 of the review: the default derivatives vmap over columns with the same random
+    draw for every column, so the Jacobian is A_n exactly; the exponents of the product sum
+    to the mean of ln|det A_n| exactly (the QR factors multiply to the determinant)."""
+    m, x = GaussianProduct(), torch.ones(4, dtype=torch.float64)
+    V = torch.randn(4, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    torch.testing.assert_close(m.jvp(x, V, n=7), m.matrix(7) @ V, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(m.vjp(x, V, n=7), m.matrix(7).T @ V, rtol=1e-14, atol=1e-14)
+    spectrum = lyapunov_spectrum(m, x, 200)
+    log_det = sum(torch.linalg.slogdet(m.matrix(n))[1] for n in range(200)) / 200
+    assert spectrum.exponents.sum().item() == pytest.approx(log_det.item(), abs=1e-10)
+
+
+class NoDim(Map):
+    def step(self, x, n=0):
+        return x
+
+
+class PlainFloat(Map):
+    dim = 1
+
+    def __init__(self):
+        super().__init__()
+        self.rate = 2.0  # should have been chaosgrad.parameter(2.0)
+
+    def step(self, x, n=0):
+        return self.rate * x
+
+
+class UsesNumpy(Map):
+    dim = 2
+
+    def step(self, x, n=0):
+        return torch.as_tensor(np.tanh(x.numpy()))
+
+
+def test_a_new_users_mistakes_get_messages_that_name_the_fix():
+    """Item 22 of the review: no dim, a parameter stored as a float, NumPy inside step,
+    float32 states."""
+    with pytest.raises(AttributeError, match=r"NoDim has no dim: set the length of its state vector"):
+        NoDim().trajectory(torch.zeros(2, dtype=torch.float64), 3)
+    with pytest.raises(ValueError, match=r"one of \[\]; got 'rate' \('rate' is a plain attribute.*"
+                                         r"self.rate = chaosgrad.parameter\(value\)"):
+        backprop_derivative(PlainFloat(), torch.ones(1, dtype=torch.float64), 5, lambda x: x[..., 0], "rate")
+    with pytest.raises(KeyError, match=r"'rate' is a plain attribute"):
+        PlainFloat().param_jvp(torch.ones(1, dtype=torch.float64), {"rate": 1.0})
+    with pytest.raises(RuntimeError, match=r"differentiating UsesNumpy.step with torch.func failed: .*no NumPy"):
+        UsesNumpy().jvp(torch.ones(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"x0 for Henon is float32; chaosgrad computes in float64.*x0.double\(\)"):
+        Henon().trajectory(torch.zeros(2, dtype=torch.float32), 3)

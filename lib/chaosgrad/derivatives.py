@@ -124,7 +124,10 @@ def backprop_derivative(
     T, observable, warmup, n0
         As :func:`time_average`; the derivative includes the warm-up steps (the state at
         the start of the average depends on the parameter too), so it is the derivative of
-        exactly the function :func:`finite_difference` differences.
+        exactly the function :func:`finite_difference` differences. This differs from
+        :func:`~chaosgrad.lyapunov.lyapunov_spectrum`, whose warm-up only settles the state
+        and is no part of the result: a long warm-up here is backpropagated through and
+        can explode.
     clip
         If given, after every backward step each member's adjoint :math:`\psi_n` is rescaled
         to norm ``clip`` when its norm exceeds it (gradient clipping applied per step).

@@ -162,7 +162,9 @@ def lyapunov_spectrum(
         Number of exponents, 1 <= k <= dim; default ``dim``.
     warmup
         Steps run first, state and basis alike, and discarded: the state settles on the
-        attractor and the basis aligns with the Oseledets directions.
+        attractor and the basis aligns with the Oseledets directions. (The warm-up of
+        :func:`~chaosgrad.derivatives.backprop_derivative` is different: it is part of
+        the function differentiated.)
     renorm_every
         Steps between QR factorisations, or ``"auto"``: the largest interval for which a
         short pilot run predicts a growth ratio below ``MAX_GROWTH_RATIO`` between basis

@@ -18,6 +18,7 @@ formed by :mod:`torch.func` and may be replaced by closed forms for speed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor
 from torch.autograd import forward_ad
 
 from .progress import progress_range
-from .validation import as_state, check_finite, check_tangent
+from .validation import as_state, check_finite, check_tangent, unknown_parameter_error
 
 __all__ = ["Map", "parameter"]
 
@@ -46,6 +47,14 @@ class Map(torch.nn.Module):
 
     To supply a closed-form Jacobian, override :meth:`_jvp` and :meth:`_vjp` (the public
     :meth:`jvp` and :meth:`vjp` check shapes first and then call them).
+
+    ``step`` must be a function of ``(x, n)`` and the parameters written with torch
+    operations (no NumPy, no ``.item()``), since the default derivatives differentiate it
+    with :mod:`torch.func`. A random time-dependent map, such as a product of Gaussian
+    matrices, draws its matrix at step ``n`` from a generator seeded by ``n``
+    (``torch.Generator().manual_seed(n)``), so that every evaluation of step ``n`` sees the
+    same matrix; an unseeded draw would give the derivatives a different matrix than the
+    orbit.
 
     Examples
     --------
@@ -79,6 +88,12 @@ class Map(torch.nn.Module):
     def forward(self, x: Tensor, n: int = 0) -> Tensor:
         """``map(x, n)``: :meth:`step` after checking the shape of ``x``."""
         return self.step(self.check_state(x), n)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dim":  # reached only when a subclass never set it
+            raise AttributeError(f"{type(self).__name__} has no dim: set the length of its state vector as a "
+                                 "class attribute (dim = 3) or in __init__ (self.dim = n)")
+        return super().__getattr__(name)
 
     def check_state(self, x: Any, name: str = "x") -> Tensor:
         """Return ``x`` as a float tensor of shape ``(..., dim)``, or raise a clear error."""
@@ -163,12 +178,18 @@ class Map(torch.nn.Module):
         def column(v: Tensor) -> Tensor:
             return torch.func.jvp(lambda y: self.step(y, n), (x,), (v,))[1]
 
-        return torch.func.vmap(column, in_dims=-1, out_dims=-1)(V)
+        # randomness="same": a step that draws its matrix from a generator seeded by n
+        # gets the same draw for every column (the default mode refuses random draws)
+        return _differentiating(self, lambda: torch.func.vmap(column, in_dims=-1, out_dims=-1,
+                                                                randomness="same")(V))
 
     def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
         """Default adjoint map by reverse-mode :func:`torch.func.vjp`, vmapped over columns."""
-        _, pullback = torch.func.vjp(lambda y: self.step(y, n), x)
-        return torch.func.vmap(lambda w: pullback(w)[0], in_dims=-1, out_dims=-1)(W)
+        def pull() -> Tensor:
+            _, pullback = torch.func.vjp(lambda y: self.step(y, n), x)
+            return torch.func.vmap(lambda w: pullback(w)[0], in_dims=-1, out_dims=-1)(W)
+
+        return _differentiating(self, pull)
 
     # -- derivatives with respect to the parameters ---------------------------------------
     def params(self) -> dict[str, Tensor]:
@@ -194,12 +215,13 @@ class Map(torch.nn.Module):
         params = self.params()
         unknown = set(dgamma) - set(params)
         if unknown:
-            raise KeyError(f"unknown parameter(s) {sorted(unknown)} for {type(self).__name__}; it has {sorted(params)}")
+            raise unknown_parameter_error(self, unknown)
         tangents = {
             k: torch.as_tensor(dgamma[k], dtype=p.dtype).expand_as(p) if k in dgamma else torch.zeros_like(p)
             for k, p in params.items()
         }
-        return torch.func.jvp(lambda p: self._call_with(p, x, n), (params,), (tangents,))[1]
+        return _differentiating(self, lambda: torch.func.jvp(lambda p: self._call_with(p, x, n), (params,),
+                                                             (tangents,))[1])
 
     def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
         r"""(:math:`f_n(x)`, :math:`\partial f_n/\partial\gamma` for one scalar parameter) in one go;
@@ -211,7 +233,7 @@ class Map(torch.nn.Module):
         much on small maps."""
         params = self.params()
         if parameter not in params:
-            raise KeyError(f"unknown parameter {parameter!r} for {type(self).__name__}; it has {sorted(params)}")
+            raise unknown_parameter_error(self, parameter)
         with forward_ad.dual_level():
             duals = {k: forward_ad.make_dual(p.detach(), torch.ones_like(p) if k == parameter else torch.zeros_like(p))
                      for k, p in params.items()}
@@ -243,12 +265,28 @@ class Map(torch.nn.Module):
             _, pullback = torch.func.vjp(lambda p: self._call_with(p, xb, n), params)
             return pullback(wb)[0]
 
-        grads = torch.func.vmap(one)(xf, wf)
+        grads = _differentiating(self, lambda: torch.func.vmap(one, randomness="same")(xf, wf))
         return {k: g.reshape((*batch, *params[k].shape)) for k, g in grads.items()}
 
     def _call_with(self, params: dict[str, Tensor], x: Tensor, n: int) -> Tensor:
         """``step`` with the parameters replaced by ``params`` (for :mod:`torch.func`)."""
         return torch.func.functional_call(self, params, (x, n))
+
+
+def _differentiating(map: Map, derivative: Callable[[], Tensor]) -> Any:
+    """Run a :mod:`torch.func` derivative of ``map.step``; a failure inside it (NumPy or
+    ``.item()`` in ``step``, in-place updates of captured tensors) is re-raised with what
+    ``step`` must do instead, the original error chained."""
+    try:
+        return derivative()
+    except (RuntimeError, TypeError) as error:
+        kind = type(error) if type(error) in (RuntimeError, TypeError) else RuntimeError
+        raise kind(
+            f"differentiating {type(map).__name__}.step with torch.func failed: {error}. The default "
+            "derivatives need step written with torch operations on its inputs (no NumPy, no .item() "
+            "or float() of a tensor, no in-place update of a tensor it does not own); otherwise "
+            "override _jvp and _vjp with closed forms"
+        ) from error
 
 
 def _broadcast(x: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:

@@ -36,6 +36,7 @@ from .activations import activation as _activation
 from .estimates import Estimate, fit_line
 from .lyapunov import lyapunov_spectrum
 from .maps import Map, parameter
+from .validation import unknown_parameter_error
 
 __all__ = ["PreactivationNetwork", "RandomNetwork", "measured_top_exponent", "zero_crossing"]
 
@@ -173,7 +174,7 @@ class RandomNetwork(Map):
         x = self.check_state(x)
         unknown = set(dgamma) - set(self.params())
         if unknown:
-            raise KeyError(f"unknown parameter(s) {sorted(unknown)} for {type(self).__name__}; it has {sorted(self.params())}")
+            raise unknown_parameter_error(self, unknown)
         G, g = self.standard_layer(n)
         direction = torch.zeros_like(x)
         if "sigma_w" in dgamma:
@@ -187,7 +188,7 @@ class RandomNetwork(Map):
         Gx = x @ G.mT
         y = self.phi(self.sigma_w * Gx + self.sigma_b * g)
         if parameter not in ("sigma_w", "sigma_b"):
-            raise KeyError(f"unknown parameter {parameter!r} for {type(self).__name__}; it has ['sigma_b', 'sigma_w']")
+            raise unknown_parameter_error(self, parameter)
         return y, self._dphi_of_phi(y) * (Gx if parameter == "sigma_w" else g)
 
     def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
@@ -260,7 +261,7 @@ class PreactivationNetwork(Map):
         x = self.check_state(x)
         unknown = set(dgamma) - set(self.params())
         if unknown:
-            raise KeyError(f"unknown parameter(s) {sorted(unknown)} for PreactivationNetwork; it has ['bias', 'sigma_w']")
+            raise unknown_parameter_error(self, unknown)
         out = torch.zeros_like(x)
         if "sigma_w" in dgamma:
             out = out + torch.as_tensor(dgamma["sigma_w"], dtype=x.dtype) * (self.phi(x) @ self.weights(n).mT)
@@ -270,7 +271,7 @@ class PreactivationNetwork(Map):
 
     def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
         if parameter not in ("sigma_w", "bias"):
-            raise KeyError(f"unknown parameter {parameter!r} for PreactivationNetwork; it has ['bias', 'sigma_w']")
+            raise unknown_parameter_error(self, parameter)
         Gphi = self.phi(x) @ self.weights(n).mT
         y = self.sigma_w * Gphi + self.bias
         return y, (Gphi if parameter == "sigma_w" else torch.ones_like(y))

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .maps import Map, parameter
-from .validation import check_positive
+from .validation import check_positive, unknown_parameter_error
 
 __all__ = ["Affine", "Henon", "Logistic", "Lorenz63", "Noisy", "PerturbedCat", "Tent"]
 
@@ -201,12 +201,12 @@ class Tent(Map):
     def param_jvp(self, x: Tensor, dgamma: dict, n: int = 0) -> Tensor:
         x = self.check_state(x)
         if set(dgamma) - {"height"}:
-            raise KeyError(f"unknown parameter(s) {sorted(set(dgamma) - {'height'})} for Tent; it has ['height']")
+            raise unknown_parameter_error(self, set(dgamma) - {'height'})
         return torch.as_tensor(dgamma.get("height", 0.0), dtype=x.dtype) * 2 * self._fold(x)
 
     def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:
         if parameter != "height":
-            raise KeyError(f"unknown parameter {parameter!r} for Tent; it has ['height']")
+            raise unknown_parameter_error(self, parameter)
         fold = self._fold(x)
         return 2 * self.height * fold, 2 * fold
 
@@ -291,7 +291,7 @@ class Lorenz63(Map):
         zero = torch.zeros_like(u)
         columns = {"sigma": (v - u, zero, zero), "rho": (zero, u, zero), "beta": (zero, zero, -w)}
         if parameter not in columns:
-            raise KeyError(f"unknown parameter {parameter!r} for Lorenz63; it has {sorted(columns)}")
+            raise unknown_parameter_error(self, parameter)
         return torch.stack(columns[parameter], dim=-1)
 
     def _step_param_jvp(self, x: Tensor, parameter: str, n: int) -> tuple[Tensor, Tensor]:

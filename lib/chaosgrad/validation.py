@@ -17,7 +17,9 @@ __all__ = [
     "as_state",
     "check_finite",
     "check_positive",
+    "check_scalar_parameter",
     "check_tangent",
+    "unknown_parameter_error",
 ]
 
 DEFAULT_DTYPE = torch.float64
@@ -35,8 +37,8 @@ class NonFiniteStateError(FloatingPointError):
 def as_state(x: Any, dim: int, name: str = "x", owner: str = "map") -> torch.Tensor:
     """Return ``x`` as a floating-point tensor of shape ``(..., dim)``.
 
-    Python numbers, lists and NumPy arrays are converted to float64; tensors keep their
-    floating dtype.
+    Python numbers, lists and NumPy arrays are converted to float64; a tensor must be
+    float64 already (a float32 one would be promoted silently by the float64 parameters).
 
     Parameters
     ----------
@@ -50,7 +52,7 @@ def as_state(x: Any, dim: int, name: str = "x", owner: str = "map") -> torch.Ten
     Raises
     ------
     TypeError
-        If ``x`` is an integer, boolean or complex tensor.
+        If ``x`` is an integer, boolean, complex or lower-precision tensor.
     ValueError
         If the last axis of ``x`` does not have length ``dim``.
     """
@@ -60,6 +62,12 @@ def as_state(x: Any, dim: int, name: str = "x", owner: str = "map") -> torch.Ten
         raise TypeError(
             f"{name} for {owner} must be a real floating-point tensor (float64 by default); "
             f"got dtype {x.dtype}"
+        )
+    if x.dtype != torch.float64:
+        raise TypeError(
+            f"{name} for {owner} is {str(x.dtype).replace('torch.', '')}; chaosgrad computes in float64 "
+            "(exponents and derivatives of unstable maps lose their digits in lower precision): pass "
+            f"{name}.double(), or call torch.set_default_dtype(torch.float64) before creating it"
         )
     if x.ndim == 0 or x.shape[-1] != dim:
         raise ValueError(
@@ -142,11 +150,29 @@ def check_whole(value: Any, name: str, low: int = 0) -> int:
     return int(value)
 
 
+def _plain_attribute_hint(map: Any, names: Any) -> str:
+    """A hint for names that are attributes of ``map`` but not registered parameters."""
+    plain = [name for name in sorted(names) if name in getattr(map, "__dict__", {})]
+    if not plain:
+        return ""
+    return (f" ({', '.join(repr(name) for name in plain)} is a plain attribute, which derivatives treat as a "
+            f"constant: register it with self.{plain[0]} = chaosgrad.parameter(value))")
+
+
+def unknown_parameter_error(map: Any, names: Any) -> KeyError:
+    """The KeyError for parameter names that ``map`` does not have (see ``Map.params``),
+    listing those it has and pointing to ``chaosgrad.parameter`` for a plain attribute."""
+    names = [names] if isinstance(names, str) else sorted(names)
+    return KeyError(f"unknown parameter(s) {names} for {type(map).__name__}; it has {sorted(map.params())}"
+                    + _plain_attribute_hint(map, names))
+
+
 def check_scalar_parameter(map: Any, parameter: str) -> str:
     """Return ``parameter`` if it names a scalar parameter of ``map`` (see ``Map.params``);
     otherwise raise a ValueError listing the scalar parameters it has."""
     params = map.params()
     if parameter not in params or params[parameter].numel() != 1:
         scalars = sorted(k for k, p in params.items() if p.numel() == 1)
-        raise ValueError(f"parameter must name a scalar parameter of {type(map).__name__}, one of {scalars}; got {parameter!r}")
+        raise ValueError(f"parameter must name a scalar parameter of {type(map).__name__}, one of {scalars}; "
+                         f"got {parameter!r}" + _plain_attribute_hint(map, [parameter]))
     return parameter
