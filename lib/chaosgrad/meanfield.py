@@ -24,7 +24,8 @@ stable fixed point :math:`c^*` is 1 in the ordered phase and below 1 in the chao
 correlations approach it like :math:`e^{-l/\xi_c}`, with the *correlation depth*
 :math:`\xi_c = -1/\ln \chi_c`, :math:`\chi_c = \sigma_w^2 \mathbb{E}[\phi'(u_1)\phi'(u_2)]` at
 :math:`c^*`. It diverges on the order-to-chaos line: only there can signals cross arbitrarily
-many layers. Expectations use Gauss-Hermite quadrature.
+many layers. Expectations use composite Gauss-Legendre quadrature on [-9, 9] (see
+:func:`gaussian_expectation`).
 
 References
 ----------

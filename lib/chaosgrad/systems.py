@@ -5,7 +5,7 @@ These are the benchmarks every algorithm of the book is validated on:
 ==============  ====================================  ==========================
 map             Lyapunov exponents (reference)         source
 ==============  ====================================  ==========================
-Henon 1.4, 0.3  0.4194, -1.6233 per step (sum ln 0.3)  Henon (1976); Sprott (2003)
+Henon 1.4, 0.3  0.4192, -1.6232 per step (sum ln 0.3)  Henon (1976); Sprott (2003)
 logistic r = 4  ln 2 per step                          exact (conjugate to the tent map)
 Lorenz-63       0.9056, 0, -14.5723 per unit time      Lorenz (1963); Sprott (2003)
 ==============  ====================================  ==========================
