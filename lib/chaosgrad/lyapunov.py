@@ -75,6 +75,11 @@ class LyapunovResult:
         Shape ``(..., dim)``: the last state of each member.
     renorm_every
         Steps between QR factorisations actually used.
+    member_exponents
+        Shape ``(..., k)``: the exponents of each ensemble member over the whole run; their
+        mean is ``exponents``. When the members are independent orbits (an autonomous map
+        started from states far apart on the attractor), their spread gives the error bar of
+        :attr:`member_estimates`, which needs no assumption about block lengths.
     """
 
     exponents: Tensor
@@ -86,6 +91,7 @@ class LyapunovResult:
     basis: Tensor
     final_state: Tensor
     renorm_every: int
+    member_exponents: Tensor
 
     @property
     def kaplan_yorke(self) -> float | None:
@@ -104,6 +110,28 @@ class LyapunovResult:
         if self.stderr is None:
             raise ValueError("this run has a single block, so its exponents have no error bar: use a longer run")
         return [Estimate(float(v), float(e)) for v, e in zip(self.exponents, self.stderr)]
+
+    @property
+    def member_estimates(self) -> list[Estimate]:
+        """The exponents with error bars from the spread across ensemble members.
+
+        The error bar is the standard error of the mean of :attr:`member_exponents`, valid
+        when the members are independent (independent orbits of an autonomous map; not the
+        inputs to one random network, which share its weights: use :attr:`estimates`). Batch
+        means over short blocks of a flow overestimate the error, because each block's
+        exponent carries boundary terms (the angle between the basis and the Oseledets
+        directions at its two ends) that cancel between neighbouring blocks.
+
+        Raises
+        ------
+        ValueError
+            If the run has fewer than two members.
+        """
+        members = self.member_exponents.reshape(-1, self.member_exponents.shape[-1])
+        if members.shape[0] < 2:
+            raise ValueError("member_estimates needs at least two ensemble members (a batch of "
+                             f"initial states); this run has {members.shape[0]}")
+        return [Estimate.of(members[:, i]) for i in range(members.shape[1])]
 
     def derived(self, statistic: Callable[[Tensor], float | None]) -> Estimate:
         """A function of the spectrum (e.g. ``kaplan_yorke_dimension``), with a jackknife error bar.
@@ -231,6 +259,7 @@ def summarise_run(
     log_r = torch.stack(logs)  # (m, ..., k)
     ends_t = torch.tensor(ends)
     per_renorm = log_r.reshape(len(ends), -1, k).mean(1)  # (m, k): ensemble means
+    members = log_r.sum(0) / float(ends[-1])  # (..., k): each member over the whole run
     running = torch.cumsum(per_renorm, 0) / ends_t[:, None].to(log_r.dtype)
     lengths = torch.diff(ends_t, prepend=torch.zeros(1, dtype=ends_t.dtype)).to(log_r.dtype)
     # batch means: blocks of consecutive renormalisations with (nearly) equal step counts
@@ -245,4 +274,5 @@ def summarise_run(
         basis=basis,
         final_state=final_state,
         renorm_every=renorm_every,
+        member_exponents=members,
     )
