@@ -74,6 +74,10 @@ def test_adjoint_spectrum_equals_forward_on_a_chaotic_tanh_network():
     ids=["henon", "lorenz63", "tied-tanh-8"],
 )
 def test_clvs_are_covariant_and_dual(system, x0, k):
+    # A unit test of the algebra: biorthogonality and covariance hold by construction, at any
+    # warm-up, even for vectors that have not converged. Whether the vectors are the right
+    # ones is tested in tests/test_covariant.py (independent starts, Lorenz-63's flow
+    # direction, the Henon fixed point's eigenvectors).
     clv = covariant_lyapunov_vectors(system, x0, 200, k=k, warmup=400)
     V, Theta = clv.vectors, clv.adjoint
     # duality: <theta_i, v_j> = delta_ij

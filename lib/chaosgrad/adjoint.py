@@ -23,12 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .estimates import Estimate
 from .lyapunov import LyapunovResult, summarise_run
 from .maps import Map
 from .tangent import backward_run, check_run, random_basis, renormalise, resolve_renorm_every
 from .progress import progress_range
 
-__all__ = ["BackpropGrowth", "adjoint_lyapunov_spectrum", "backprop_growth"]
+__all__ = ["BackpropGrowth", "adjoint_lyapunov_spectrum", "backprop_growth", "paired_difference"]
 
 
 def adjoint_lyapunov_spectrum(
@@ -73,6 +74,43 @@ def adjoint_lyapunov_spectrum(
             P, _, _ = renormalise(map._vjp(orbit[last - j], P, n0 + last - j), step=n0 + last - j)
     logs, ends, P = backward_run(map, orbit, P, warmup + steps - 1, steps, n0, r, progress, desc="adjoint spectrum")
     return summarise_run(logs, ends, blocks, basis=P, final_state=orbit[warmup], renorm_every=r)
+
+
+def paired_difference(forward: LyapunovResult, adjoint: LyapunovResult, members: bool = True) -> list[Estimate]:
+    r"""Forward minus adjoint exponents, paired along the same stretch of each orbit.
+
+    ``forward`` and ``adjoint`` must come from :func:`chaosgrad.lyapunov_spectrum` and
+    :func:`adjoint_lyapunov_spectrum` with the same ``x0``, ``steps``, ``warmup`` and
+    ``blocks``: both then measure the same ``steps`` steps of each member's orbit (states
+    ``warmup`` to ``warmup + steps``), one forward and one backward. Their errors are
+    correlated, so the difference's error bar comes from the spread of the paired
+    differences, not from the two error bars combined.
+
+    Parameters
+    ----------
+    members
+        Pair by ensemble member (each member's exponents over the whole run; the members
+        must be independent orbits). With ``False``, pair by blocks of the run (batch means
+        of the difference), for members that share randomness (inputs to one network): the
+        adjoint run's blocks run backward in time, so its last block is paired with the
+        forward run's first.
+
+    Raises
+    ------
+    ValueError
+        If the runs have different shapes, or (blocks) blocks of different lengths.
+    """
+    if members:
+        fw, ad = forward.member_exponents, adjoint.member_exponents
+        k = fw.shape[-1]
+        if fw.shape != ad.shape:
+            raise ValueError(f"the runs have members of shapes {tuple(fw.shape)} and {tuple(ad.shape)}")
+        fw, ad = fw.reshape(-1, k), ad.reshape(-1, k)
+    else:
+        fw, ad = forward.block_exponents, adjoint.block_exponents.flip(0)
+        if fw.shape != ad.shape or not torch.equal(forward.block_steps, adjoint.block_steps.flip(0)):
+            raise ValueError("the runs' blocks differ: pair runs of the same steps and blocks")
+    return [Estimate.of(fw[:, i] - ad[:, i]) for i in range(fw.shape[-1])]
 
 
 @dataclass(frozen=True)

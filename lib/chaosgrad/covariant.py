@@ -24,17 +24,29 @@ A. Bjorck, G. H. Golub, Math. Comp. 27 (1973) 579-594 (principal angles).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .estimates import Estimate
 from .lyapunov import summarise_run
 from .maps import Map
 from .tangent import align_forward, check_run, random_basis, renormalise
 from .progress import progress_range
 
-__all__ = ["CovariantVectors", "covariant_lyapunov_vectors", "duality_errors", "principal_angles"]
+__all__ = [
+    "CovariantVectors",
+    "UnstableDimension",
+    "WarmupConvergence",
+    "column_angles",
+    "covariant_lyapunov_vectors",
+    "duality_errors",
+    "principal_angles",
+    "unstable_dimension",
+    "warmup_convergence",
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ def covariant_lyapunov_vectors(
     every: int = 1,
     n0: int = 0,
     blocks: int = 20,
-    seed: int = 0,
+    seed: int | Sequence[int] | Tensor = 0,
     progress: bool | None = None,
 ) -> CovariantVectors:
     r"""The first ``k`` covariant Lyapunov vectors and adjoint CLVs along the orbit of ``x0``.
@@ -93,8 +105,15 @@ def covariant_lyapunov_vectors(
 
     Parameters
     ----------
-    map, x0, k, n0, blocks, seed, progress
+    map, x0, k, n0, blocks, progress
         As :func:`chaosgrad.lyapunov_spectrum` (``x0`` may be an ensemble).
+    seed
+        Seeds of the three random starts: the forward Gram-Schmidt basis (``seed``),
+        Ginelli's triangular coefficients (``seed + 1``) and the adjoint basis
+        (``seed + 2``). One integer gives every ensemble member the same starts; a tensor or
+        nested sequence of the ensemble's shape (``x0.shape[:-1]``) gives each member its
+        own, so that one run can compare vectors from independent starts on the same orbit
+        (:func:`warmup_convergence`).
     steps
         Length of the kept window, >= 1.
     warmup
@@ -117,7 +136,7 @@ def covariant_lyapunov_vectors(
     if int(every) != every or every < 1:
         raise ValueError(f"every must be a whole number >= 1; got every = {every}")
     dim, batch = map.dim, x.shape[:-1]
-    Q = random_basis(dim, k, x.dtype, seed).expand(*batch, dim, k)
+    Q, C, P = _random_starts(dim, k, x.dtype, seed, batch)
     x, Q = align_forward(map, x, Q, warmup, n0, progress, desc="CLV warm-up")
     with torch.no_grad():
         start = n0 + warmup
@@ -133,9 +152,6 @@ def covariant_lyapunov_vectors(
             if i < steps:
                 logs.append(lr)
 
-        g = torch.Generator().manual_seed(seed + 1)
-        C = torch.triu(torch.randn(*batch, k, k, generator=g, dtype=x.dtype))
-        P = random_basis(dim, k, x.dtype, seed + 2).expand(*batch, dim, k)
         vectors, adjoint = {}, {}
         for i in progress_range(window, progress, desc="CLV backward"):
             n = window - 1 - i  # C_{n+1} -> C_n, P_{n+1} -> P_n
@@ -155,6 +171,30 @@ def covariant_lyapunov_vectors(
         exponents=spectrum.exponents,
         stderr=spectrum.stderr,
     )
+
+
+def _random_starts(dim: int, k: int, dtype: torch.dtype, seed, batch: torch.Size) -> tuple[Tensor, Tensor, Tensor]:
+    """The forward basis Q, Ginelli's coefficients C and the adjoint basis P at the start."""
+
+    def starts(s: int) -> tuple[Tensor, Tensor, Tensor]:
+        g = torch.Generator().manual_seed(s + 1)
+        C = torch.triu(torch.randn(k, k, generator=g, dtype=dtype))
+        return random_basis(dim, k, dtype, s), C, random_basis(dim, k, dtype, s + 2)
+
+    if isinstance(seed, int):
+        if not batch:
+            return starts(seed)
+        Q, _, P = starts(seed)
+        g = torch.Generator().manual_seed(seed + 1)  # one triangle per member, as before
+        C = torch.triu(torch.randn(*batch, k, k, generator=g, dtype=dtype))
+        return Q.expand(*batch, dim, k), C, P.expand(*batch, dim, k)
+    seeds = torch.as_tensor(seed)
+    if seeds.shape != batch or seeds.is_floating_point():
+        raise ValueError(f"seed must be an integer or integers of the ensemble's shape {tuple(batch)}; "
+                         f"got shape {tuple(seeds.shape)}")
+    Q, C, P = (torch.stack(t).reshape(*batch, *t[0].shape)
+               for t in zip(*(starts(int(s)) for s in seeds.reshape(-1))))
+    return Q, C, P
 
 
 def principal_angles(A: Tensor, B: Tensor) -> Tensor:
@@ -206,3 +246,162 @@ def duality_errors(map: Map, clv: CovariantVectors) -> dict[str, float]:
     adj = max(float(principal_angles(pulled[..., i : i + 1], Theta[:-1, ..., i : i + 1]).max()) for i in range(k))
     eye = torch.eye(k, dtype=V.dtype)
     return {"biorthogonality": float((Theta.mT @ V - eye).abs().max()), "covariance": cov, "adjoint_covariance": adj}
+
+
+def column_angles(A: Tensor, B: Tensor) -> Tensor:
+    r"""Angles in radians between the lines spanned by corresponding columns of ``A`` and ``B``.
+
+    ``A`` and ``B`` have shape ``(..., d, k)``; the result has shape ``(..., k)``, each
+    angle in :math:`[0, \pi/2]` (a vector and its negative span the same line), accurate
+    to rounding for small angles (``atan2`` of the sine and cosine, as
+    :func:`principal_angles`).
+    """
+    A = A / torch.linalg.vector_norm(A, dim=-2, keepdim=True)
+    B = B / torch.linalg.vector_norm(B, dim=-2, keepdim=True)
+    cos = (A * B).sum(-2)
+    sin = torch.linalg.vector_norm(A - B * cos[..., None, :], dim=-2)
+    return torch.atan2(sin, cos.abs())
+
+
+@dataclass(frozen=True)
+class WarmupConvergence:
+    """How CLVs from two independent random starts approach each other as the warm-up grows.
+
+    Attributes
+    ----------
+    warmups
+        Shape ``(w,)``: the warm-ups ``0, 1, ..., w - 1`` (steps in each direction of time).
+    angles
+        Shape ``(w, ..., k)``: for each warm-up, each ensemble member and each CLV, the angle
+        (radians) between the vectors computed from the two starts: the larger of the two
+        angles at the kept steps that had that many steps of forward and of backward
+        iteration behind them.
+    clvs
+        The run itself: ``vectors`` and ``adjoint`` have shape ``(steps, 2, ..., dim, k)``,
+        the second axis holding the two starts (``states`` has the same axis: the same orbit).
+    """
+
+    warmups: Tensor
+    angles: Tensor
+    clvs: CovariantVectors
+
+
+def warmup_convergence(
+    map: Map,
+    x0: Tensor,
+    steps: int,
+    k: int | None = None,
+    seeds: tuple[int, int] = (0, 3),
+    n0: int = 0,
+    progress: bool | None = None,
+) -> WarmupConvergence:
+    r"""CLVs from two independent random starts along the same orbit, and their disagreement.
+
+    One run of :func:`covariant_lyapunov_vectors` with no warm-up keeps ``steps`` steps;
+    every ensemble member is run twice, from the random starts of ``seeds[0]`` and of
+    ``seeds[1]`` (forward basis, Ginelli's coefficients and adjoint basis all independent).
+    At kept step ``n`` the forward iteration has run ``n`` steps and the backward one
+    ``steps - n``, so kept step ``n = W`` shows the forward error of a warm-up ``W`` and
+    kept step ``steps - 1 - W`` its backward error, each as the angle between the two
+    starts' vectors. Both decay like :math:`e^{-\Delta\lambda\, W}` (the gaps between
+    neighbouring exponents), down to the rounding of the vectors: a check of the algorithm
+    that fails when the vectors do not converge, unlike the covariance and duality
+    identities, which hold by construction at any warm-up.
+
+    Parameters
+    ----------
+    map, x0, k, n0, progress
+        As :func:`covariant_lyapunov_vectors` (``x0`` may be an ensemble).
+    steps
+        Length of the run, >= 2; warm-ups up to ``(steps - 1) // 2`` are measured.
+    seeds
+        The two seeds, which must differ by at least 3 (each start uses three seeds).
+    """
+    if abs(seeds[0] - seeds[1]) < 3:
+        raise ValueError(f"the seeds must differ by at least 3 (each uses seed, seed + 1 and seed + 2); got {seeds}")
+    if int(steps) != steps or steps < 2:
+        raise ValueError(f"steps must be a whole number >= 2; got steps = {steps}")
+    x0 = torch.as_tensor(x0, dtype=torch.float64)
+    both = torch.stack([x0, x0])
+    member_seeds = torch.tensor(seeds).reshape(2, *[1] * (x0.ndim - 1)).expand(both.shape[:-1])
+    clv = covariant_lyapunov_vectors(map, both, steps, k=k, warmup=0, n0=n0, seed=member_seeds, progress=progress)
+    angles = column_angles(clv.vectors[:, 0], clv.vectors[:, 1])  # (steps, ..., k)
+    w = (steps - 1) // 2 + 1
+    worst = torch.maximum(angles[:w], angles.flip(0)[:w])
+    return WarmupConvergence(warmups=torch.arange(w), angles=worst, clvs=clv)
+
+
+@dataclass(frozen=True)
+class UnstableDimension:
+    """The number of positive Lyapunov exponents, with the evidence for it.
+
+    Attributes
+    ----------
+    lower
+        Exponents more than ``sigmas`` error bars above zero.
+    upper
+        Exponents not more than ``sigmas`` error bars below zero (``upper >= lower``).
+    estimates
+        The exponents the count came from, in descending order of value.
+    sigmas
+        The threshold in error bars.
+    """
+
+    lower: int
+    upper: int
+    estimates: tuple[Estimate, ...]
+    sigmas: float
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every exponent is more than ``sigmas`` error bars from zero near the border."""
+        return self.lower == self.upper
+
+    @property
+    def last_unstable(self) -> Estimate | None:
+        r""":math:`\\lambda_u` for the smallest count ``u = lower`` (``None`` when ``lower = 0``)."""
+        return self.estimates[self.lower - 1] if self.lower else None
+
+    @property
+    def first_stable(self) -> Estimate:
+        r""":math:`\\lambda_{u+1}` for the largest count ``u = upper``: the first exponent
+        clearly below zero."""
+        return self.estimates[self.upper]
+
+    def __str__(self) -> str:
+        return str(self.lower) if self.resolved else f"{self.lower}-{self.upper}"
+
+
+def unstable_dimension(estimates: Sequence[Estimate], sigmas: float = 3.0) -> UnstableDimension:
+    r"""The unstable dimension :math:`u` from exponents with error bars, or its range.
+
+    ``lower`` counts the exponents more than ``sigmas`` error bars above zero and ``upper``
+    those not more than ``sigmas`` error bars below it; where they differ, an exponent near
+    the border is consistent with zero (a neutral direction, such as the flow direction or
+    a quasi-periodic attractor's, or one that needs a longer run) and :math:`u` is only
+    known to lie in ``lower..upper``. The bordering exponents :math:`\lambda_u` and
+    :math:`\lambda_{u+1}` are the evidence to quote with :math:`u`.
+
+    Parameters
+    ----------
+    estimates
+        Exponents (e.g. ``LyapunovResult.member_estimates``), sorted here by value: equal
+        exponents (a complex pair) may come out of a finite run in either order.
+    sigmas
+        Threshold in error bars, > 0.
+
+    Raises
+    ------
+    ValueError
+        If ``sigmas <= 0`` or no exponent is
+        clearly negative (more exponents are needed to find the border).
+    """
+    if sigmas <= 0:
+        raise ValueError(f"sigmas must be > 0; got {sigmas}")
+    estimates = tuple(sorted(estimates, key=lambda e: -e.value))
+    lower = sum(e.value > sigmas * e.stderr for e in estimates)
+    upper = sum(e.value >= -sigmas * e.stderr for e in estimates)
+    if upper == len(estimates):
+        raise ValueError(f"none of the {len(estimates)} exponents is more than {sigmas:g} error bars below zero: "
+                         "compute more exponents (a larger k) or a longer run")
+    return UnstableDimension(lower, upper, estimates, float(sigmas))
