@@ -229,3 +229,56 @@ def correlation_depth(activation: str, sigma_w2: float, sigma_b2: float) -> floa
         _, dphi = _activation(activation)
         chi_c = sigma_w2 * _pair_expectation(dphi, q_star(activation, sigma_w2, sigma_b2), c)
     return math.inf if chi_c >= 1 else -1.0 / math.log(chi_c)
+
+
+def finite_depth_exponent(activation: str, sigma_w2: float, sigma_b2: float, q0: float, depth: int) -> float:
+    r"""Mean-field growth rate of backpropagated gradients over the first ``depth`` layers.
+
+    The pre-activation variance starts at :math:`q_0` and follows the length map,
+    :math:`q_{l+1} = \sigma_w^2\,\mathbb{E}[\phi(\sqrt{q_l} z)^2] + \sigma_b^2`; layer
+    :math:`l` multiplies squared gradient norms by :math:`\chi_1(q_l) = \sigma_w^2\,
+    \mathbb{E}[\phi'(\sqrt{q_l} z)^2]`, so over layers :math:`0, \dots, L-1`
+
+    .. math::  \bar\lambda_L = \frac1L \sum_{l=0}^{L-1} \tfrac12 \ln \chi_1(q_l),
+
+    the rate that :func:`~chaosgrad.adjoint.backprop_growth` fits to a depth-:math:`L`
+    network (its rate is the total log growth over the ``depth`` layers divided by
+    ``depth``). As :math:`L \to \infty` it tends to :func:`top_exponent`, the value at the
+    fixed point :math:`q^*`; at finite depth it remembers the approach to :math:`q^*`, which
+    is slow (algebraic, :math:`q_l \approx 1/(2l)` for tanh with :math:`\sigma_w^2 = 1`,
+    :math:`\sigma_b^2 = 0`) on the critical line. For :math:`x_{l+1} = \phi(W_l x_l + b_l)`
+    with input :math:`x_0`, the first pre-activation has
+    :math:`q_0 = \sigma_w^2 \|x_0\|^2/N + \sigma_b^2`. Expectations by the quadrature of
+    :func:`gaussian_expectation`.
+
+    Parameters
+    ----------
+    activation, sigma_w2, sigma_b2
+        As :func:`chi1`.
+    q0
+        Variance of the first layer's pre-activations, >= 0.
+    depth
+        Number of layers :math:`L`, >= 1.
+
+    Returns
+    -------
+    float: :math:`\bar\lambda_L`, per layer.
+
+    Raises
+    ------
+    ValueError
+        For an unknown activation, invalid variances, ``q0 < 0`` or not finite, or
+        ``depth < 1``.
+    """
+    _check_variances(sigma_w2, sigma_b2)
+    if not (math.isfinite(q0) and q0 >= 0):
+        raise ValueError(f"q0 must be a finite number >= 0; got q0 = {q0}")
+    if int(depth) != depth or depth < 1:
+        raise ValueError(f"depth must be a whole number >= 1; got depth = {depth}")
+    phi, dphi = _activation(activation)
+    q, total = float(q0), 0.0
+    for _ in range(int(depth)):
+        s = math.sqrt(q)
+        total += 0.5 * math.log(sigma_w2 * gaussian_expectation(lambda z: dphi(s * z) ** 2, s))
+        q = sigma_w2 * gaussian_expectation(lambda z: phi(s * z) ** 2, s) + sigma_b2
+    return total / int(depth)
