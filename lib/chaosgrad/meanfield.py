@@ -52,6 +52,7 @@ __all__ = [
     "gaussian_expectation",
     "q_star",
     "top_exponent",
+    "width_correction",
 ]
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
@@ -164,15 +165,60 @@ def top_exponent(activation: str, sigma_w2: float, sigma_b2: float) -> float:
     return 0.5 * math.log(chi1(activation, sigma_w2, sigma_b2))
 
 
-def critical_sigma_w2(activation: str, sigma_b2: float, lo: float = 0.05, hi: float = 50.0, tol: float = 1e-10) -> float:
+def width_correction(activation: str, sigma_w2: float, sigma_b2: float) -> float:
+    r"""The coefficient :math:`c` of the finite-width correction :math:`\lambda_1 \approx \tfrac12\ln\chi_1 + c/N`.
+
+    One layer multiplies a unit tangent vector :math:`v` by :math:`J = D W`, with
+    :math:`D = \operatorname{diag}(\phi'(a_i))`, so
+    :math:`\|Jv\|^2 = \tfrac{\sigma_w^2}{N}\sum_i \phi'(a_i)^2 g_i^2` with
+    :math:`g = \sqrt{N/\sigma_w^2}\,Wv` standard normal. Treating the :math:`N` terms as
+    independent (pre-activations :math:`a_i \sim N(0, q^*)`, independent of :math:`g_i` at
+    leading order), the mean is :math:`\chi_1` and the relative variance
+    :math:`(3\kappa - 1)/N`, with :math:`\kappa = \mathbb E\phi'^4/(\mathbb E\phi'^2)^2`;
+    the second-order expansion of :math:`\tfrac12\,\mathbb E\ln\|Jv\|^2` gives
+
+    .. math::  \lambda_1 = \tfrac12\ln\chi_1 - \frac{3\kappa - 1}{4N} + O(N^{-2}),
+
+    so :math:`c = -(3\kappa - 1)/4`. For a linear network (:math:`\kappa = 1`) this is
+    :math:`-1/(2N)`, the first term of the expansion of Newman's exact
+    :math:`\tfrac12(\ln 2 + \Psi(N/2)) - \tfrac12\ln N`. Corrections from the
+    fluctuations of :math:`q` around :math:`q^*` are left out (they are also :math:`O(1/N)`):
+    compare with measurements (chapter 1 scans the width).
+    """
+    _, dphi = _activation(activation)
+    scale = 1.0
+    if activation not in ("relu", "linear"):
+        scale = math.sqrt(q_star(activation, sigma_w2, sigma_b2))
+    else:
+        _check_variances(sigma_w2, sigma_b2)
+    m2 = gaussian_expectation(lambda z: dphi(scale * z) ** 2, scale)
+    m4 = gaussian_expectation(lambda z: dphi(scale * z) ** 4, scale)
+    return -(3 * m4 / m2**2 - 1) / 4
+
+
+def critical_sigma_w2(activation: str, sigma_b2: float, lo: float = 0.05, hi: float = 50.0, tol: float = 1e-10,
+                      width: int | None = None) -> float:
     r"""The weight variance on the order-to-chaos line, :math:`\chi_1(\sigma_w^2) = 1`, by bisection.
+
+    With ``width`` :math:`N`, the line where the finite-width exponent
+    :math:`\tfrac12\ln\chi_1 + c/N` of :func:`width_correction` vanishes instead: it lies
+    to the right of the mean-field line, since :math:`c < 0`.
 
     Raises
     ------
     ValueError
-        If :math:`\chi_1 - 1` does not change sign on ``[lo, hi]`` (no transition there).
+        If :math:`\chi_1 - 1` (or the finite-width exponent) does not change sign on
+        ``[lo, hi]`` (no transition there), or ``width`` is not a whole number >= 1.
     """
-    f_lo, f_hi = chi1(activation, lo, sigma_b2) - 1, chi1(activation, hi, sigma_b2) - 1
+    if width is not None and (int(width) != width or width < 1):
+        raise ValueError(f"width must be a whole number >= 1 (or None for mean field); got width = {width}")
+
+    def f(s: float) -> float:
+        if width is None:
+            return chi1(activation, s, sigma_b2) - 1
+        return top_exponent(activation, s, sigma_b2) + width_correction(activation, s, sigma_b2) / width
+
+    f_lo, f_hi = f(lo), f(hi)
     if f_lo * f_hi > 0:
         raise ValueError(
             f"chi1 - 1 does not change sign for sigma_w2 in [{lo}, {hi}] ({activation}, sigma_b2 = {sigma_b2}): "
@@ -180,7 +226,7 @@ def critical_sigma_w2(activation: str, sigma_b2: float, lo: float = 0.05, hi: fl
         )
     while hi - lo > tol * hi:
         mid = 0.5 * (lo + hi)
-        f_mid = chi1(activation, mid, sigma_b2) - 1
+        f_mid = f(mid)
         if (f_mid > 0) == (f_hi > 0):
             hi, f_hi = mid, f_mid
         else:

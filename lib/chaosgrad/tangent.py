@@ -80,8 +80,13 @@ def qr_factors(V: Tensor) -> tuple[Tensor, Tensor]:
     Q is then V R^{-1} by a triangular solve, half the cost of accumulating the Householder
     reflectors; it is orthonormal to about eps * cond(V), which ``MAX_GROWTH_RATIO`` keeps
     below 1e-8, and the next factorisation starts again from the true span.
+    A single column (``k = 1``) is normalised directly: ``R`` is its norm (LAPACK's batched
+    triangular solve costs 100 times more there).
     """
     k = V.shape[-1]
+    if k == 1:
+        R = torch.linalg.vector_norm(V, dim=-2, keepdim=True)  # (..., 1, 1)
+        return V / R, R
     A, _ = torch.geqrf(V)
     R = torch.triu(A[..., :k, :])
     R = R * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-1)
