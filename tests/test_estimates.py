@@ -152,3 +152,15 @@ def test_fit_line_is_exact_on_a_line_and_matches_weighted_least_squares():
     assert b.value == pytest.approx(np.polyfit(xs, ys, 1, w=1 / s)[0], rel=1e-12)
     with pytest.raises(ValueError, match="every error bar must be > 0"):
         fit_line(x, y, [0.1, 0.0, 0.1, 0.1])
+
+
+def test_weighted_mean():
+    from chaosgrad.estimates import weighted_mean
+    m = weighted_mean([Estimate(1.0, 0.1), Estimate(2.0, 0.2)])
+    # weights 100 and 25: (100 + 50) / 125 = 1.2, error 1/sqrt(125)
+    assert m.value == pytest.approx(1.2, abs=1e-14) and m.stderr == pytest.approx(125**-0.5, abs=1e-14)
+    assert weighted_mean([Estimate(3.0, 0.5)]).value == 3.0
+    with pytest.raises(ValueError, match="at least one estimate"):
+        weighted_mean([])
+    with pytest.raises(ValueError, match="every error bar must be > 0"):
+        weighted_mean([Estimate(1.0, 0.1), Estimate(1.0, 0.0)])

@@ -109,7 +109,7 @@ def test_member_exponents_average_to_the_exponents(henon_result):
                                rtol=0, atol=1e-12)
     single = lyapunov_spectrum(Henon(), henon_ensemble()[0], 200)
     with pytest.raises(ValueError, match="at least two ensemble members"):
-        single.member_estimates
+        _ = single.member_estimates
 
 
 def test_member_error_bars_are_calibrated_on_henon():

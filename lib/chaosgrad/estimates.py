@@ -44,6 +44,7 @@ __all__ = [
     "fit_line",
     "jackknife",
     "pm",
+    "weighted_mean",
     "SIGMAS",
     "MAX_ERROR_RATIO",
 ]
@@ -366,3 +367,26 @@ def fit_line(x: Sequence[float], y: Sequence[float], yerr: Sequence[float]) -> t
     cov = np.linalg.inv(design.T @ (w[:, None] * design))
     a, b = cov @ design.T @ (w * y_arr)
     return Estimate(float(a), math.sqrt(cov[0, 0])), Estimate(float(b), math.sqrt(cov[1, 1])), float(cov[0, 1])
+
+
+def weighted_mean(estimates: Sequence[Estimate]) -> Estimate:
+    r"""Inverse-variance weighted mean of independent estimates of one quantity.
+
+    :math:`\bar x = \sum_i w_i x_i / \sum_i w_i` with :math:`w_i = 1/\sigma_i^2`, and standard
+    error :math:`(\sum_i w_i)^{-1/2}`. It assumes the estimates measure the same value; check
+    that their scatter agrees with their error bars (:math:`\chi^2` about the number of
+    estimates minus one) before trusting it.
+
+    Raises
+    ------
+    ValueError
+        With no estimates, or an error bar that is not > 0.
+    """
+    if len(estimates) == 0:
+        raise ValueError("weighted_mean needs at least one estimate")
+    s = np.array([e.stderr for e in estimates], dtype=float)
+    if not np.all(s > 0):
+        raise ValueError(f"every error bar must be > 0; got {s.tolist()}")
+    w = 1 / s**2
+    value = float(np.sum(w * np.array([e.value for e in estimates])) / w.sum())
+    return Estimate(value, float(1 / math.sqrt(w.sum())))
