@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 NBVAL   := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test native crosscheck rerun figures bench clean distclean
+.PHONY: book pdf test native crosscheck rerun figures bench clean distclean
 
 # Reproducibility (README, "Reproducibility"): nbval re-executes every notebook; a printed
 # estimate "value ± error" must agree with the stored one within its error bars
@@ -28,6 +28,13 @@ $(STAMP): pyproject.toml constraints.txt
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open _build/html/index.html in a browser."
+
+## pdf: the whole book as one PDF, _build/latex/chaosgrad-book.pdf, through Sphinx's LaTeX
+## builder and XeLaTeX (needs TeX Live: see README, "The book on paper")
+pdf: $(STAMP)
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { echo "make pdf needs xelatex and latexmk: apt-get install texlive-xetex texlive-latex-extra texlive-lang-chinese latexmk fonts-noto-cjk fonts-dejavu-core"; exit 2; }
+	$(BIN)/jupyter-book build . --builder pdflatex
+	@echo "PDF: _build/latex/chaosgrad-book.pdf"
 
 ## test: unit tests, doctests, nbval over every notebook (twice: this CPU, another CPU's kernels), guards, strict book build
 ## (the two passes run side by side: most of a notebook's time is single-threaded Python; idle

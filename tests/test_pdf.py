@@ -1,0 +1,72 @@
+"""`make pdf`: the book through Sphinx's LaTeX builder and XeLaTeX, checked on its text.
+
+Runs where TeX Live is installed (README, "The book on paper"); skipped, saying so, where
+``xelatex``, ``latexmk`` or poppler's ``pdftotext``/``pdffonts`` are missing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ("xelatex", "latexmk", "pdftotext", "pdffonts", "pdfinfo")
+
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in TOOLS),
+    reason="the PDF build needs " + ", ".join(t for t in TOOLS if shutil.which(t) is None)
+    + " (apt-get install texlive-xetex texlive-latex-extra texlive-lang-chinese latexmk fonts-noto-cjk poppler-utils)",
+)
+
+
+@pytest.fixture(scope="module")
+def pdf(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pdf")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    config["execute"]["execute_notebooks"] = "off"
+    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in config["sphinx"]["local_extensions"].items()}
+    (out / "_config.yml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jupyter_book), "build", str(ROOT), "--builder", "pdflatex", "--config", str(out / "_config.yml"),
+           "--path-output", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    path = out / "_build" / "latex" / "chaosgrad-book.pdf"
+    assert run.returncode == 0 and path.exists(), f"PDF build failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    return path
+
+
+def text_of(pdf: Path) -> str:
+    return subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def test_pdf_has_pages_and_no_unresolved_reference(pdf):
+    pages = int(re.search(r"Pages:\s+(\d+)", subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout).group(1))
+    assert pages > 50, pages
+    text = text_of(pdf)
+    assert "??" not in text, [line for line in text.splitlines() if "??" in line][:5]
+    log = pdf.with_suffix(".log").read_text(encoding="utf-8", errors="replace")
+    assert "Missing character" not in log, re.findall(r"Missing character: There is no (.) in font ([^!]*)", log)[:10]
+
+
+def test_chapters_figures_equations_and_citations_come_out(pdf):
+    text = text_of(pdf)
+    assert re.search(r"^1 Lyapunov spectrum", text, re.M), "chapter 1 of the PDF is not chapter 1 of the book"
+    assert re.search(r"^6 Training as a dynamical system", text, re.M), "chapter 6 is not numbered 6"
+    assert re.search(r"^[A-C] Corrections to the draft", text, re.M), "the appendices are not lettered"
+    assert re.search(r"Fig\. 1\.1: Finite-time Lyapunov exponents", text), "figure caption or numbering missing"
+    assert "(1.1)" in text, "no numbered equation"
+    assert "[Benettin et al., 1980]" in text, "citations are not resolved author-year"
+
+
+def test_chinese_terms_are_typeset_in_a_cjk_font(pdf):
+    text = text_of(pdf)
+    for term in ("不稳定神经网络中的反向传播算法", "李雅普诺夫谱", "协变李雅普诺夫向量", "梯度爆炸"):
+        assert term in text, term
+    fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"NotoS(erif|ans)CJK", fonts), fonts
