@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from book_config import build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,12 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def html(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    config["execute"]["execute_notebooks"] = "off"
-    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in config["sphinx"]["local_extensions"].items()}
-    (out / "_config.yml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    config = build_config(out)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jupyter_book), "build", str(ROOT), "--config", str(out / "_config.yml"), "--path-output", str(out), "-W", "--keep-going"]
+    cmd = [str(jupyter_book), "build", str(ROOT), "--config", str(config), "--path-output", str(out), "-W", "--keep-going"]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, f"strict book build failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     return out / "_build" / "html"

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from book_config import build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("xelatex", "latexmk", "pdftotext", "pdffonts", "pdfinfo")
@@ -28,12 +28,9 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def pdf(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pdf")
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    config["execute"]["execute_notebooks"] = "off"
-    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in config["sphinx"]["local_extensions"].items()}
-    (out / "_config.yml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    config = build_config(out)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jupyter_book), "build", str(ROOT), "--builder", "pdflatex", "--config", str(out / "_config.yml"),
+    cmd = [str(jupyter_book), "build", str(ROOT), "--builder", "pdflatex", "--config", str(config),
            "--path-output", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     path = out / "_build" / "latex" / "chaosgrad-book.pdf"
