@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 NBVAL   := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book pdf test native crosscheck rerun figures bench clean distclean
+.PHONY: book pdf slides test native crosscheck rerun figures bench clean distclean
 
 # Reproducibility (README, "Reproducibility"): nbval re-executes every notebook; a printed
 # estimate "value ± error" must agree with the stored one within its error bars
@@ -35,6 +35,12 @@ pdf: $(STAMP)
 	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { echo "make pdf needs xelatex and latexmk: apt-get install texlive-xetex texlive-latex-extra texlive-lang-chinese latexmk fonts-noto-cjk fonts-dejavu-core"; exit 2; }
 	$(BIN)/jupyter-book build . --builder pdflatex
 	@echo "PDF: _build/latex/chaosgrad-book.pdf"
+
+## slides: the defence deck (Beamer, XeLaTeX), _build/slides/defence-slides.pdf: each chapter's
+## key figure from `make figures` (exported first where missing) and its number read from the
+## stored outputs; `make slides DRAFT=1` uses the stored PNGs instead (seconds, no re-execution)
+slides: $(STAMP)
+	$(BIN)/python tools/build_slides.py $(if $(DRAFT),--draft)
 
 ## test: unit tests, doctests, nbval over every notebook (twice: this CPU, another CPU's kernels), guards, strict book build
 ## (the two passes run side by side: most of a notebook's time is single-threaded Python; idle
