@@ -29,11 +29,14 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open _build/html/index.html in a browser."
 
-## pdf: the whole book as one PDF, _build/latex/chaosgrad-book.pdf, through Sphinx's LaTeX
-## builder and XeLaTeX (needs TeX Live: see README, "The book on paper")
+## pdf: the whole book as one PDF, _build/latex/chaosgrad-book.pdf: Sphinx's LaTeX builder, the
+## vector figures of `make figures` in place of the stored PNGs (exported first where missing;
+## DRAFT=1 keeps the PNGs), then XeLaTeX (needs TeX Live: see README, "The book on paper")
 pdf: $(STAMP)
 	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { echo "make pdf needs xelatex and latexmk: apt-get install texlive-xetex texlive-latex-extra texlive-lang-chinese latexmk fonts-noto-cjk fonts-dejavu-core"; exit 2; }
-	$(BIN)/jupyter-book build . --builder pdflatex
+	$(BIN)/jupyter-book build . --builder latex
+	$(BIN)/python tools/vector_figures.py $(if $(DRAFT),--draft)
+	$(MAKE) -C _build/latex all-pdf
 	@echo "PDF: _build/latex/chaosgrad-book.pdf"
 
 ## slides: the defence deck (Beamer, XeLaTeX), _build/slides/defence-slides.pdf: each chapter's

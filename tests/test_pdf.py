@@ -6,6 +6,7 @@ Runs where TeX Live is installed (README, "The book on paper"); skipped, saying 
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import subprocess
@@ -14,6 +15,11 @@ from pathlib import Path
 
 import pytest
 from book_config import build_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import build_slides  # noqa: E402
+import export_figures  # noqa: E402
+import vector_figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("xelatex", "latexmk", "pdftotext", "pdffonts", "pdfinfo")
@@ -27,15 +33,39 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def pdf(tmp_path_factory) -> Path:
+    """The three steps of ``make pdf``: Sphinx's LaTeX, the figures swapped for PDFs (here
+    stand-ins drawn from the stored PNGs, so the test does not re-execute the notebooks), and
+    XeLaTeX through the Makefile Sphinx writes."""
     out = tmp_path_factory.mktemp("pdf")
     config = build_config(out)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jupyter_book), "build", str(ROOT), "--builder", "pdflatex", "--config", str(config),
-           "--path-output", str(out)]
+    cmd = [str(jupyter_book), "build", str(ROOT), "--builder", "latex", "--config", str(config), "--path-output", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    path = out / "_build" / "latex" / "chaosgrad-book.pdf"
-    assert run.returncode == 0 and path.exists(), f"PDF build failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    latex = out / "_build" / "latex"
+    assert run.returncode == 0, f"LaTeX build failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    figures = out / "figures"
+    figures.mkdir()
+    for notebook, name in vector_figures.figures_in((latex / "chaosgrad-book.tex").read_text(encoding="utf-8")):
+        png = build_slides.stored_png(ROOT / "book" / f"{notebook}.ipynb", name)
+        stand_in_pdf(png, figures / f"{export_figures.file_stem(ROOT / 'book' / f'{notebook}.ipynb', name)}.pdf")
+    assert vector_figures.main([str(latex / "chaosgrad-book.tex"), "--figures", str(figures)]) == 0
+    run = subprocess.run(["make", "-C", str(latex), "all-pdf"], capture_output=True, text=True)
+    path = latex / "chaosgrad-book.pdf"
+    assert run.returncode == 0 and path.exists(), f"XeLaTeX failed:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
     return path
+
+
+def stand_in_pdf(png: bytes, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    image = plt.imread(io.BytesIO(png), format="png")
+    fig = plt.figure(figsize=(image.shape[1] / 100, image.shape[0] / 100), dpi=100)
+    fig.figimage(image)
+    fig.savefig(path, format="pdf", metadata={"CreationDate": None})
+    plt.close(fig)
 
 
 def text_of(pdf: Path) -> str:
@@ -49,6 +79,13 @@ def test_pdf_has_pages_and_no_unresolved_reference(pdf):
     assert "??" not in text, [line for line in text.splitlines() if "??" in line][:5]
     log = pdf.with_suffix(".log").read_text(encoding="utf-8", errors="replace")
     assert "Missing character" not in log, re.findall(r"Missing character: There is no (.) in font ([^!]*)", log)[:10]
+
+
+def test_every_figure_is_the_exported_pdf(pdf):
+    tex = pdf.with_suffix(".tex").read_text(encoding="utf-8")
+    assert len(vector_figures.figures_in(tex)) == 0, "a figure still includes its stored PNG"
+    included = re.findall(r"\\sphinxincludegraphics\{\{([\w-]+)\}\.pdf\}", tex)
+    assert len(included) == 25 and "ch01-convergence" in included and "ch06-eos" in included, included
 
 
 def test_chapters_figures_equations_and_citations_come_out(pdf):

@@ -70,3 +70,19 @@ def test_draft_deck_compiles_offline_one_page_per_slide(tmp_path):
     assert "Missing character" not in log
     # offline: nothing in the deck points outside it
     assert not re.search(rb"/URI\s*\(https?:", pdf.read_bytes())
+
+
+def test_figures_older_than_their_notebook_are_exported_again(tmp_path):
+    import os
+
+    from export_figures import needs_export
+
+    notebook, figure = tmp_path / "ch09.ipynb", tmp_path / "ch09-x.pdf"
+    notebook.write_text("{}")
+    assert needs_export(notebook, [figure])  # missing
+    figure.write_bytes(b"%PDF")
+    os.utime(notebook, (1_000_000, 1_000_000))
+    os.utime(figure, (2_000_000, 2_000_000))
+    assert not needs_export(notebook, [figure])
+    os.utime(notebook, (3_000_000, 3_000_000))  # the notebook was re-executed since
+    assert needs_export(notebook, [figure])

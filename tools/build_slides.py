@@ -7,9 +7,10 @@ chapter's key figure and one sentence carrying its number, and the conclusions.
 Nothing on a slide is retyped. Each number is read from the output that the chapter's
 notebook stores, by cell id and a pattern (:data:`NUMBERS`), so re-executing a chapter
 (``make rerun``) changes the deck; a number that cannot be found stops the build, naming the
-cell. Figures are the vector PDFs of ``make figures`` (``_build/figures/<chapter>-<name>.pdf``);
-those missing are exported first, which re-executes their notebooks. ``--draft`` takes the
-PNG each notebook stores instead: no re-execution, a deck in seconds, raster figures.
+cell. Figures are the vector PDFs of ``make figures``
+(``_build/figures/<chapter>-<name>.pdf``); those missing or older than their notebook are
+exported first, which re-executes their notebooks. ``--draft`` takes the PNG each notebook
+stores instead: no re-execution, a deck in seconds, raster figures.
 
 Usage: ``python tools/build_slides.py [--draft] [--figures DIR] [--out DIR]``.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from export_figures import file_stem  # noqa: E402
+from export_figures import file_stem, needs_export  # noqa: E402
 
 #: ``{name}`` in a slide's text, not a LaTeX group like ``\\begin{itemize}``
 PLACEHOLDER = re.compile(r"(?<![A-Za-z])\{(\w+)\}")
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in with_figures:
             (out / f"{figure_stem(s)}.png").write_bytes(stored_png(ROOT / "book" / f"{s.notebook}.ipynb", s.figure))
     else:
-        missing = sorted({s.notebook for s in with_figures if not (args.figures / f"{figure_stem(s)}.pdf").exists()})
+        missing = sorted({s.notebook for s in with_figures
+                          if needs_export(ROOT / "book" / f"{s.notebook}.ipynb", [args.figures / f"{figure_stem(s)}.pdf"])})
         if missing:
             print(f"exporting the figures of {', '.join(missing)} (make figures)", flush=True)
             subprocess.run([sys.executable, str(ROOT / "tools" / "export_figures.py"),

@@ -49,6 +49,13 @@ def file_stem(notebook: Path, name: str) -> str:
     return f"{chapter}-{short}"
 
 
+def needs_export(notebook: Path, files: list[Path]) -> bool:
+    """Whether ``files`` (figures of ``notebook``) are missing or older than the notebook, so
+    that ``make pdf`` and ``make slides`` never take a figure from an earlier version."""
+    mtime = notebook.stat().st_mtime
+    return any(not f.exists() or f.stat().st_mtime < mtime for f in files)
+
+
 def export(notebook: Path, out: Path) -> tuple[list[Path], list[str]]:
     """Run ``notebook`` and save each figure it draws; return the files written and the
     problems found (each a sentence naming the figure)."""
