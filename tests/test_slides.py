@@ -64,7 +64,9 @@ def test_draft_deck_compiles_offline_one_page_per_slide(tmp_path):
         if slide.figure:
             assert (tmp_path / f"{build_slides.figure_stem(slide)}.png").exists()
     text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
-    assert "不稳定神经网络中的反向传播算法" in text and "??" not in text
+    for term in ("不稳定神经网络中的反向传播算法", "梯度爆炸", "李雅普诺夫谱"):  # glossary terms
+        assert term in text, term
+    assert "??" not in text
     assert build_slides.read_numbers()["truth_160"].split(" ")[0] in text
     log = (tmp_path / "defence-slides.log").read_text(encoding="utf-8", errors="replace")
     assert "Missing character" not in log

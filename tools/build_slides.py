@@ -79,10 +79,10 @@ SLIDES = [
           r"\begin{itemize}"
           r"\item Backpropagation computes the derivative of a loss along one orbit, exactly."
           r"\item In an unstable (chaotic) network that derivative grows like $e^{\lambda_1 T}$:"
-          r" gradient explosion is a positive Lyapunov exponent."
+          r" gradient explosion (梯度爆炸) is a positive Lyapunov exponent."
           r"\item The derivative of a long-time average still exists. How do we compute it?"
           r"\end{itemize}"),
-    Slide("1 Lyapunov spectrum: order and chaos",
+    Slide("1 Lyapunov spectrum (李雅普诺夫谱): order and chaos",
           r"Deep tanh networks cross from order to chaos where $\chi_1 = 1$: measured at width 500"
           r" ($\sigma_b^2 = 0.05$) at $\sigma_w^2 = {critical}$, against {critical_mf} (mean field)"
           r" and {critical_width} (with the finite-width correction).",
