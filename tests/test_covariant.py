@@ -23,6 +23,7 @@ from chaosgrad.covariant import (
     covariant_lyapunov_vectors,
     duality_errors,
     unstable_dimension,
+    unstable_dimension_of_orbits,
     warmup_convergence,
 )
 from chaosgrad.estimates import Estimate
@@ -175,3 +176,22 @@ def test_duality_identities_hold_by_construction_even_for_wrong_vectors():
     assert column_angles(a.vectors, b.vectors).amax(-1).min() > 0.1
     for clv in (a, b):
         assert max(duality_errors(net, clv).values()) < 1e-9
+
+
+def test_unstable_dimension_of_orbits_counts_only_the_chaotic_ones():
+    from chaosgrad.lyapunov import lyapunov_spectrum
+    from chaosgrad.systems import Henon
+
+    x0 = torch.tensor([0.1, 0.1], dtype=torch.float64) + 0.01 * torch.randn(
+        20, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    run = lyapunov_spectrum(Henon(), x0, 500, warmup=100)
+    u, chaotic = unstable_dimension_of_orbits(run)
+    assert int(u.lower) == int(u.upper) == 1 and bool(chaotic.all())
+    assert u.last_unstable.value == pytest.approx(float(run.member_exponents[:, 0].mean()), abs=1e-14)
+    # a threshold no orbit passes keeps them all; one that splits them keeps those above it
+    _, none = unstable_dimension_of_orbits(run, chaotic_above=10.0)
+    assert not bool(none.any())
+    cut = float(run.member_exponents[:, 0].median())
+    u_half, half = unstable_dimension_of_orbits(run, chaotic_above=cut)
+    assert int(half.sum()) == 10
+    assert u_half.last_unstable.value == pytest.approx(float(run.member_exponents[half, 0].mean()), abs=1e-14)

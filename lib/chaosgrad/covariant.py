@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .estimates import Estimate
-from .lyapunov import summarise_run
+from .lyapunov import LyapunovResult, summarise_run
 from .maps import Map
 from .tangent import align_forward, check_run, random_basis, renormalise
 from .progress import progress_range
@@ -45,6 +45,7 @@ __all__ = [
     "duality_errors",
     "principal_angles",
     "unstable_dimension",
+    "unstable_dimension_of_orbits",
     "warmup_convergence",
 ]
 
@@ -405,3 +406,24 @@ def unstable_dimension(estimates: Sequence[Estimate], sigmas: float = 3.0) -> Un
         raise ValueError(f"none of the {len(estimates)} exponents is more than {sigmas:g} error bars below zero: "
                          "compute more exponents (a larger k) or a longer run")
     return UnstableDimension(lower, upper, estimates, float(sigmas))
+
+
+def unstable_dimension_of_orbits(result: LyapunovResult, chaotic_above: float | None = None,
+                                 sigmas: float = 3.0) -> tuple[UnstableDimension, Tensor]:
+    r"""The unstable dimension of a run of independent orbits, from the spread across them.
+
+    Each exponent's error bar is the standard error over the ensemble members
+    (:attr:`LyapunovResult.member_exponents`). A tied network may carry coexisting
+    attractors: with ``chaotic_above``, only the orbits whose own :math:`\lambda_1` exceeds
+    it are counted (all orbits if fewer than two do, as on a stable fixed point).
+
+    Returns
+    -------
+    (UnstableDimension, Tensor)
+        :func:`unstable_dimension` of the kept orbits, and the boolean mask (one entry per
+        member) of the orbits above ``chaotic_above`` (all ``True`` without it).
+    """
+    members = result.member_exponents.reshape(-1, result.member_exponents.shape[-1])
+    chaotic = torch.ones(len(members), dtype=torch.bool) if chaotic_above is None else members[:, 0] > chaotic_above
+    kept = members[chaotic] if int(chaotic.sum()) > 1 else members
+    return unstable_dimension([Estimate.of(v) for v in kept.T], sigmas), chaotic
