@@ -22,13 +22,15 @@ from chaosgrad.covariant import (
     column_angles,
     covariant_lyapunov_vectors,
     duality_errors,
+    principal_angles,
+    splitting_angles,
     unstable_dimension,
     unstable_dimension_of_orbits,
     warmup_convergence,
 )
 from chaosgrad.estimates import Estimate
 from chaosgrad.networks import RandomNetwork
-from chaosgrad.systems import Henon, Lorenz63
+from chaosgrad.systems import Affine, Henon, Lorenz63
 from chaosgrad.tangent import random_basis
 
 F64 = torch.float64
@@ -195,3 +197,32 @@ def test_unstable_dimension_of_orbits_counts_only_the_chaotic_ones():
     u_half, half = unstable_dimension_of_orbits(run, chaotic_above=cut)
     assert int(half.sum()) == 10
     assert u_half.last_unstable.value == pytest.approx(float(run.member_exponents[half, 0].mean()), abs=1e-14)
+
+
+@pytest.mark.parametrize("rates, u", [((2.0, 0.5, 0.25), 1), ((2.0, 1.5, 0.25), 2)])
+@pytest.mark.parametrize("angle", [0.7, 1e-3])
+def test_splitting_angle_of_a_linear_map_is_the_angle_between_its_eigenspaces(rates, u, angle):
+    """A constant Jacobian with chosen eigenvectors: E^u and E^s are its eigenspaces, at an
+    angle fixed by construction (u = 1: v_2 tilted towards v_1 = e_1; u = 2: v_3 tilted
+    towards the plane of v_1 = e_1 and v_2 = e_2)."""
+    e = torch.eye(3, dtype=F64)
+    tilted = math.cos(angle) * e[0] + math.sin(angle) * (e[1] if u == 1 else e[2])
+    V = torch.stack([e[0], tilted, e[2]] if u == 1 else [e[0], e[1], tilted], -1)
+    A = V @ torch.diag(torch.tensor(rates, dtype=F64)) @ torch.linalg.inv(V)
+    linear = Affine(A, torch.zeros(3, dtype=F64))  # the orbit of 0 stays at 0 exactly
+    clv = covariant_lyapunov_vectors(linear, torch.zeros(3, dtype=F64), 5, k=u, warmup=60)
+    torch.testing.assert_close(splitting_angles(clv, u), torch.full((5,), angle, dtype=F64),
+                               rtol=1e-9, atol=0)
+
+
+def test_splitting_angles_from_u_vectors_equal_those_from_all_vectors_on_henon():
+    henon, x0 = Henon(), torch.tensor([[0.1, 0.1], [-0.3, 0.2]], dtype=F64)
+    full = covariant_lyapunov_vectors(henon, x0, 300, k=2, warmup=100)
+    from_all = principal_angles(full.vectors[..., :1], full.vectors[..., 1:]).min(-1).values
+    assert from_all.min() < 0.1 < from_all.max()  # near-tangencies and wide angles both occur
+    torch.testing.assert_close(splitting_angles(full, 1), from_all, rtol=1e-8, atol=1e-14)
+    reduced = covariant_lyapunov_vectors(henon, x0, 300, k=1, warmup=100, seed=5)  # 1 vector
+    torch.testing.assert_close(splitting_angles(reduced, 1), from_all, rtol=1e-6, atol=1e-12)
+    for bad in (0, 2, 1.5):
+        with pytest.raises(ValueError, match="u must be a whole number"):
+            splitting_angles(reduced if bad != 1.5 else full, bad)

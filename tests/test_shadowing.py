@@ -8,6 +8,7 @@ import chaosgrad
 import pytest
 import torch
 from chaosgrad.derivatives import backprop_derivative
+from chaosgrad.networks import RandomNetwork
 from chaosgrad.shadowing import nilsas, shadowing_least_squares
 from chaosgrad.systems import Affine, Logistic, Lorenz63
 from chaosgrad.validation import NonFiniteStateError
@@ -222,3 +223,18 @@ def test_elimination_and_the_dense_kkt_system_agree():
     a = shadowing_least_squares(C, d, R, b)
     for k in range(1, K):
         torch.testing.assert_close(a[k - 1], R[k - 1] @ a[k] + b[k - 1], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("m_unstable", [0, 2])
+def test_covector_norm_without_the_covector_equals_the_norm_of_the_covector(m_unstable):
+    """keep_norm assembles |nu_n| from Gram matrices of [nu', W]; keep_covector assembles nu_n
+    itself: on a chaotic tied network (two orbits, segments of 5 steps) they must agree."""
+    net = RandomNetwork(8, sigma_w2=9.0, sigma_b2=0.05, tied=True, seed=0)
+    x0 = net.trajectory(torch.randn(2, 8, generator=torch.Generator().manual_seed(1), dtype=F64), 200)[-1]
+    activity = lambda x: (x**2).mean(-1)  # noqa: E731
+    full = nilsas(net, x0, activity, 12, 5, n_unstable=m_unstable, keep_covector=True)
+    norms = nilsas(net, x0, activity, 12, 5, n_unstable=m_unstable, keep_norm=True)
+    assert norms.covector is None and norms.covector_norm.shape == (60, 2)
+    reference = full.covector.norm(dim=-1)
+    torch.testing.assert_close(norms.covector_norm, reference, rtol=1e-9, atol=1e-14 * float(reference.max()))
+    torch.testing.assert_close(full.covector_norm, reference, rtol=1e-9, atol=1e-14 * float(reference.max()))

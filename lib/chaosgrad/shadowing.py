@@ -108,6 +108,9 @@ class ShadowingResult:
     covector : Tensor or None, shape (N, ..., dim)
         The shadowing covector, ``covector[n - 1]`` :math:`= \\nu_n` for n = 1..N, when asked
         for with ``keep_covector``.
+    covector_norm : Tensor or None, shape (N, ...)
+        :math:`\\|\\nu_n\\|` for n = 1..N, when asked for with ``keep_norm`` (or
+        ``keep_covector``).
     """
 
     gradient: dict[str, Estimate]
@@ -118,6 +121,7 @@ class ShadowingResult:
     per_member: dict[str, Tensor]
     segment_steps: int
     covector: Tensor | None = None
+    covector_norm: Tensor | None = None
 
 
 def shadowing_least_squares(
@@ -265,6 +269,7 @@ def nilsas(
     seed: int = 0,
     keep_covector: bool = False,
     progress: bool | None = None,
+    keep_norm: bool = False,
 ) -> ShadowingResult:
     r"""The derivative of a long-time average by non-intrusive least-squares adjoint shadowing.
 
@@ -300,9 +305,15 @@ def nilsas(
     seed
         Seed of the random terminal basis of the homogeneous solutions.
     keep_covector
-        Also return the shadowing covector along the run (memory ``N * dim`` per member).
+        Also return the shadowing covector along the run (memory ``N * dim * (M + 2)``
+        numbers per member while it is assembled).
     progress
         Show a progress bar; ``None`` shows one only in an interactive terminal.
+    keep_norm
+        Also return :math:`\\|\\nu_n\\|` along the run, from
+        :math:`\\|\\nu'_n + W_n a\\|^2 = \\|\\nu'_n\\|^2 + 2 a^\\top W_n^\\top\\nu'_n +
+        a^\\top W_n^\\top W_n a`, whose pieces the least squares computes anyway: memory
+        ``N * (M + 1)**2`` numbers per member instead of ``N * dim * (M + 2)``.
 
     Returns
     -------
@@ -365,6 +376,7 @@ def nilsas(
     C, d, Rs, bs, logs = [], [], [], [], []
     g_prime, G = [], []  # per segment: (..., P) and (..., k, P)
     kept = [] if keep_covector else None
+    grams = [] if keep_norm or keep_covector else None  # per segment: (L, ..., M + 1, M + 1)
     flow_row = None
     with torch.no_grad():
         for seg in progress_range(segments, progress, desc="NILSAS backward"):
@@ -373,7 +385,7 @@ def nilsas(
             dk = torch.zeros(*batch, k, dtype=x.dtype)
             gk = torch.zeros(*batch, len(names), dtype=x.dtype)
             Gk = torch.zeros(*batch, k, len(names), dtype=x.dtype)
-            pieces = []
+            pieces, gram = [], []
             for j in range(L * (s + 1) - 1, L * s - 1, -1):
                 nu = nu + sources[j + 1]  # now (nu', W) hold index j + 1
                 Ck = Ck + W.mT @ W
@@ -386,6 +398,9 @@ def nilsas(
                 Gk = Gk + W.mT @ dfdg
                 if kept is not None:
                     pieces.append((j + 1, nu, W))
+                if grams is not None:  # [nu', W]^T [nu', W] at index j + 1
+                    both = torch.cat([nu[..., None], W], -1)
+                    gram.append(both.mT @ both)
                 Y = map._vjp(orbit[j], torch.cat([nu[..., None], W], -1), start + j)
                 check_finite(Y, "adjoint (lower segment_steps if it overflowed)", step=start + j)
                 nu, W = Y[..., 0], Y[..., 1:]
@@ -404,6 +419,8 @@ def nilsas(
             Rs.append(R), bs.append(bk)
             if kept is not None:
                 kept.append(pieces)
+            if grams is not None:
+                grams.append(torch.stack(gram[::-1]))  # steps t_s + 1 .. t_{s+1} in order
     # segments were visited last to first: put them in time order
     C, d, g_prime, G, logs = (torch.stack(v[::-1]) for v in (C, d, g_prime, G, logs))
     Rs, bs = torch.stack(Rs[::-1]), torch.stack(bs[::-1])  # Rs[s], bs[s]: renormalisation at t_s
@@ -427,7 +444,13 @@ def nilsas(
             gradient[name] = Estimate.of_series(contributions[..., i].reshape(segments) * segments,
                                                 blocks=min(20, segments))
     average = Estimate.of(mean_phi.reshape(-1)) if mean_phi.numel() >= 2 else Estimate.of_series(phi[1:].reshape(-1))
-    covector = None
+    covector = covector_norm = None
+    if grams is not None:  # |nu' + W a|^2 with c = (1, a): c^T [nu', W]^T [nu', W] c
+        gram = torch.cat(grams[::-1])  # (N, ..., M + 1, M + 1)
+        ones = torch.ones(segments, *batch, 1, dtype=x.dtype)
+        coef = torch.cat([ones, a], -1) if k else ones  # (K, ..., M + 1)
+        coef = coef.repeat_interleave(L, 0)[..., None]
+        covector_norm = (coef.mT @ gram @ coef)[..., 0, 0].clamp(min=0).sqrt()
     if kept is not None:  # covector[m - 1] = nu_m, m = 1..N
         covector = torch.zeros(N, *batch, dim, dtype=x.dtype)
         for s, pieces in enumerate(kept[::-1]):
@@ -442,4 +465,5 @@ def nilsas(
         per_member={name: per_member[..., i] for i, name in enumerate(names)},
         segment_steps=L,
         covector=covector,
+        covector_norm=covector_norm,
     )
