@@ -49,8 +49,8 @@ from .progress import progress_range
 from .systems import Noisy
 from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
 
-__all__ = ["FitHistory", "fit_average", "fit_objective_gradient", "kernel_derivative", "mercer_smoothing",
-           "path_kernel_derivative"]
+__all__ = ["FitHistory", "fit_average", "fit_objective_gradient", "kernel_derivative", "kernel_horizon_samples",
+           "mercer_smoothing", "path_kernel_derivative", "settled_over_runs"]
 
 Observable = Callable[[Tensor], Tensor]
 
@@ -103,6 +103,16 @@ def _deferred_steps(map, batch: Tensor) -> int:
     return max(1, 2**20 // max(1, batch.numel())) if map.autonomous else 1
 
 
+def _unbias(n: int) -> float:
+    r"""The factor :math:`n/(n-1)` that removes the bias of centring by the sample mean of
+    :math:`n` independent paths: :math:`\mathbb E[(\Phi_i - \bar\Phi)S_i] = (1 - 1/n)\,\mathbb E[\Phi S]`,
+    since :math:`\mathbb E[\Phi_j S_i] = \mathbb E\Phi_j\,\mathbb E S_i = 0` for :math:`j \ne i`."""
+    if n < 2:
+        raise ValueError("kernel differentiation centres by the mean over paths and needs at least 2 "
+                         "independent paths (leading axes of x0), or window=W on one long path")
+    return n / (n - 1)
+
+
 def _summary(samples: Tensor) -> Estimate:
     """Mean and standard error over paths (the leading axes)."""
     flat = samples.reshape(-1)
@@ -122,6 +132,7 @@ def kernel_derivative(
     window: int | None = None,
     warmup: int = 0,
     blocks: int = 20,
+    errors: str = "blocks",
 ) -> Estimate:
     r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` (or of the average of :math:`\Phi(x_1..x_T)`)
     with respect to a scalar parameter, by kernel differentiation.
@@ -154,11 +165,18 @@ def kernel_derivative(
         Steps run first (their scores count unless ``window`` is given).
     blocks
         Number of blocks for the ergodic version's error bar.
+    errors
+        Ergodic version only: ``"blocks"`` (default) for batch means along the paths,
+        ``"paths"`` for the spread of the per-path estimates over independent paths (needs at
+        least two); ``samples`` then holds one estimate per path, whose variance falls like
+        :math:`W/T` once :math:`T` exceeds the correlation time.
 
     Returns
     -------
     Estimate
-        The mean over paths with its standard error (ergodic version: over blocks).
+        The mean over paths with its standard error (ergodic version: over blocks, or over
+        paths with ``errors="paths"``). Centring by the mean over :math:`n` paths would bias
+        the estimate by the factor :math:`1 - 1/n`; it is multiplied by :math:`n/(n-1)`.
 
     Raises
     ------
@@ -184,6 +202,8 @@ def kernel_derivative(
     x = _check(noisy, x0, T, parameter, warmup)
     if window is not None:
         check_whole(window, "window", 1)
+    if errors not in ("blocks", "paths"):
+        raise ValueError(f"errors must be 'blocks' or 'paths'; got {errors!r}")
     sigma, total = noisy.sigma, warmup + int(T)
     scores, values = [], []  # s_n = <df/dgamma(x_n), xi_n> / sigma; Phi(x_m), m = 1..total (or m = total)
     chunk = _deferred_steps(noisy.map, x)
@@ -209,19 +229,87 @@ def kernel_derivative(
     s, phi = torch.cat(scores), torch.stack(values)  # (total, ...) or (1, ...)
     cumulative = torch.cumsum(s, 0)  # cumulative[m - 1] = S_m = sum_{n < m} s_n
     if window is None:
+        factor = _unbias(phi[-1].numel())
         if not average:
             centred = phi[-1] - phi[-1].mean()
-            return _summary(centred * cumulative[-1])
+            return _summary(factor * centred * cumulative[-1])
         measured = slice(warmup, total)  # x_{warmup+1} .. x_total
         centred = phi[measured] - phi[measured].mean(dim=tuple(range(1, phi.dim())), keepdim=True)
-        return _summary((centred * cumulative[measured]).mean(0))
+        return _summary(factor * (centred * cumulative[measured]).mean(0))
     W = int(window)
     # the scores of the W steps before m: S_m - S_{m-W}
     shifted = torch.cat([torch.zeros_like(cumulative[:W]), cumulative[:-W]]) if W < total else torch.zeros_like(cumulative)
     recent = (cumulative - shifted)[warmup:]
     phi_run = phi[warmup:]
     per_step = (phi_run - phi_run.mean(0, keepdim=True)) * recent  # (T, ...)
+    if errors == "paths":
+        return _summary(per_step.mean(0))
     return Estimate.of_series(per_step.reshape(per_step.shape[0], -1).mean(1), blocks=blocks)
+
+
+def kernel_horizon_samples(
+    noisy: Noisy,
+    x0: Tensor,
+    horizons: Sequence[int],
+    observable: Observable,
+    parameter: str,
+) -> tuple[Tensor, Tensor]:
+    r"""Per-path kernel-differentiation estimates at several horizons from one run: of the
+    terminal value :math:`\Phi(x_T)` and of the average :math:`\frac1T\sum_{m=1}^T\Phi(x_m)`.
+
+    For each :math:`T` in ``horizons`` path :math:`i` gives
+    :math:`\frac{n}{n-1}(\Phi(x^i_T) - \bar\Phi_T)\,S^i_T` and
+    :math:`\frac{n}{n-1}\frac1T\sum_{m\le T}(\Phi(x^i_m) - \bar\Phi_m)\,S^i_m`, exactly what
+    :func:`kernel_derivative` returns as ``samples`` with ``average=False`` and ``True`` for
+    the same noise. Their variances over paths behave differently: the terminal one grows
+    like :math:`T/\sigma^2`, since :math:`S_T` is a sum of :math:`T` uncorrelated scores while
+    :math:`\Phi(x_T)` forgets them; the average, rearranged as
+    :math:`\sum_n s_n\,\frac1T\sum_{m>n}(\Phi_m - \bar\Phi_m)`, weights each score by a
+    centred sum of about :math:`\sqrt{T-n}` decorrelated terms divided by :math:`T`, so its
+    variance stays bounded in :math:`T` on a mixing system (it does not fall either: that is
+    what the ergodic window buys, see ``window`` in :func:`kernel_derivative`).
+
+    Parameters
+    ----------
+    noisy, x0, observable, parameter
+        As :func:`kernel_derivative` (``x0`` with at least two paths along its leading axes).
+    horizons
+        Increasing positive horizons; the run has ``max(horizons)`` steps.
+
+    Returns
+    -------
+    (terminal, average)
+        Two tensors of shape ``(len(horizons), paths)``.
+
+    Raises
+    ------
+    ValueError
+        For horizons that are not increasing positive whole numbers, or fewer than 2 paths.
+
+    See Also
+    --------
+    kernel_derivative : one horizon, with the mean and its standard error.
+    """
+    horizons = [check_whole(T, "horizon", 1) for T in horizons]
+    if not horizons or any(b <= a for a, b in zip(horizons, horizons[1:])):
+        raise ValueError(f"horizons must be increasing positive whole numbers; got {horizons}")
+    x = _check(noisy, x0, horizons[-1], parameter, 0)
+    paths = x.shape[:-1].numel()
+    factor = _unbias(paths)
+    scores, values = [], []
+    with torch.no_grad():
+        for n in range(horizons[-1]):
+            xi = noisy.noise(x)
+            y, dfdg = noisy.map._step_param_jvp(x, parameter, n)
+            scores.append(_score(noisy, dfdg[None], xi[None], parameter, n)[0].reshape(-1))
+            x = check_finite(y + noisy.sigma * noisy.kick(xi), "state", step=n + 1)
+            values.append(_observe(observable, x, n + 1).reshape(-1))
+    S, phi = torch.cumsum(torch.stack(scores), 0), torch.stack(values)  # (steps, paths)
+    products = factor * (phi - phi.mean(1, keepdim=True)) * S  # step m: (Phi_m - mean) S_m
+    running = torch.cumsum(products, 0)
+    terminal = torch.stack([products[T - 1] for T in horizons])
+    average = torch.stack([running[T - 1] / T for T in horizons])
+    return terminal, average
 
 
 def path_kernel_derivative(
@@ -297,7 +385,7 @@ def path_kernel_derivative(
             scores.append(score)
     path, phi, S = torch.stack(path_terms), torch.stack(values), torch.stack(scores)  # (measured, ...)
     centred = phi - phi.mean(dim=tuple(range(1, phi.dim())), keepdim=True)
-    return _summary((path + centred * S).mean(0))
+    return _summary((path + _unbias(phi[0].numel()) * centred * S).mean(0))
 
 
 @dataclass(frozen=True)
@@ -323,8 +411,44 @@ class FitHistory:
 
     def settled(self, last: int) -> Estimate:
         """Mean and standard error of the last ``last`` iterates of ``gamma`` (treated as
-        independent: an underestimate when successive iterates are correlated)."""
+        independent: an underestimate when successive iterates are correlated; use
+        :func:`settled_over_runs` on independent reruns for an honest error bar)."""
         return Estimate.of(self.gamma[-last:])
+
+
+def settled_over_runs(runs: Sequence[FitHistory], last: int) -> Estimate:
+    r"""Where independent SGD runs settle: each run's mean of its last ``last`` iterates of
+    :math:`\gamma`, and the mean and standard error of those run means.
+
+    Successive iterates of one run are correlated (near the fixed point the error contracts by
+    about :math:`1 - \text{lr}\,(J'^2 + \kappa)` per step), so :meth:`FitHistory.settled`
+    underestimates the error; runs with independent noise give independent run means.
+
+    Parameters
+    ----------
+    runs
+        At least two :class:`FitHistory` from runs with independent noise.
+    last
+        How many final iterates of each run to average (``1 <= last <= steps + 1``).
+
+    Returns
+    -------
+    Estimate
+        ``samples`` holds the run means.
+
+    Raises
+    ------
+    ValueError
+        For fewer than two runs or ``last`` outside that range.
+    """
+    runs = list(runs)
+    if len(runs) < 2:
+        raise ValueError(f"an error bar from independent runs needs at least two runs; got {len(runs)}")
+    last = check_whole(last, "last", 1)
+    shortest = min(len(run.gamma) for run in runs)
+    if last > shortest:
+        raise ValueError(f"last = {last} exceeds the {shortest} iterates of the shortest run")
+    return Estimate.of(torch.stack([run.gamma[-last:].mean() for run in runs]))
 
 
 def fit_average(
