@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from chaosgrad import lyapunov_spectrum
-from chaosgrad.training import (GradientDescent, SigmoidMLP, TrainingHistory, cross_entropy, hessian_eigenvalues,
-                                hessian_ends, hvp, sharpness, subspace_iteration, train)
+from chaosgrad.training import (GradientDescent, SigmoidMLP, TrainingDerivatives, TrainingHistory, cross_entropy,
+                                derivatives_through_training, hessian_eigenvalues, hessian_ends, hvp,
+                                lr_finite_difference, sharpness, subspace_iteration, train)
 
 
 def small_problem(k=6, sizes=(5, 4, 3), seed=0):
@@ -243,3 +244,88 @@ def test_train_records_loss_accuracy_and_sharpness():
     assert 0 <= history.train_accuracy.min() and history.test_accuracy.max() <= 1
     with pytest.raises(ValueError, match="labels must be 30 integers in 0..2"):
         train(net, theta0, X, labels + 3, lr=0.5, steps=2)
+
+
+def test_gradient_and_products_match_torch_func():
+    """One pass for the loss, the gradient and k Hessian-vector products: equal to
+    torch.func's gradient and hvp up to rounding (1e-14)."""
+    net, X, T = small_problem(k=12)
+    loss, theta = net.objective(X, T), net.init(seed=3)
+    V = torch.randn(net.num_params, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    value, gradient, HV = loss.gradient_and_products(theta, V)
+    assert value.item() == pytest.approx(loss(theta).item(), rel=1e-14)
+    torch.testing.assert_close(gradient, torch.func.grad(loss)(theta), rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(HV, hvp(loss, theta, V), rtol=1e-13, atol=1e-14)
+    assert loss.gradient_and_products(theta, V[:, :0])[2].shape == (net.num_params, 0)
+    with pytest.raises(ValueError, match=r"V shape \(39, k\)"):
+        loss.gradient_and_products(theta, V[:5])
+
+
+def unrolled(loss, lr, steps):
+    """theta_0 -> theta_T by plain torch.func gradients: an independent implementation."""
+    grad = torch.func.grad(loss)
+
+    def run(theta):
+        for _ in range(steps):
+            theta = theta - lr * grad(theta)
+        return theta
+    return run
+
+
+def test_derivatives_through_training_against_autodiff_of_the_unrolled_run():
+    """The tangent recursions against torch.func.jvp of the 25-fold map (rounding only,
+    1e-11); the lr derivative also against central differences (h = 1e-4: truncation about
+    h^2 = 1e-8 times the third derivative, so atol 1e-8); the default direction is the top
+    singular vector of Dg(theta_0) = I - lr H_0 and the ends at step 0 are the dense
+    Hessian's extreme eigenvalues (Lanczos tolerance 1e-4 relative on the residual)."""
+    net, X, T = small_problem(k=10)
+    loss, theta0, lr, steps = net.objective(X, T), net.init(seed=5), 2.0, 25
+    result = derivatives_through_training(loss, theta0, lr, steps, ends_at=(0, 10, 25))
+    H0 = torch.func.hessian(loss)(theta0)
+    singular = torch.linalg.eigh(torch.eye(net.num_params, dtype=torch.float64) - lr * H0)
+    top = singular.eigenvectors[:, singular.eigenvalues.abs().argmax()]
+    assert abs(torch.dot(top, result.direction).item()) == pytest.approx(1, abs=1e-6)
+    dense = torch.linalg.eigvalsh(H0)
+    torch.testing.assert_close(result.ends[0], torch.stack([dense[-1], dense[0]]), rtol=0, atol=1e-6)
+    assert result.ends.shape == (3, 2) and result.ends_steps.tolist() == [0, 10, 25]
+    _, jvp = torch.func.jvp(unrolled(loss, lr, steps), (theta0,), (result.direction,))
+    assert result.log_growth[-1].item() == pytest.approx(torch.linalg.vector_norm(jvp).log().item(), abs=1e-11)
+    run_of_lr = lambda a: loss(unrolled(loss, a, steps)(theta0))  # noqa: E731
+    one = torch.tensor(1.0, dtype=torch.float64)
+    _, exact = torch.func.jvp(run_of_lr, (torch.tensor(lr, dtype=torch.float64),), (one,))
+    assert result.lr_derivative[-1].item() == pytest.approx(exact.item(), rel=1e-11)
+    fd = lr_finite_difference(loss, theta0, lr, steps, [1e-4, 1e-3])
+    torch.testing.assert_close(fd[0], result.lr_derivative, rtol=1e-5, atol=1e-8)
+    assert result.loss[0].item() == pytest.approx(loss(theta0).item(), rel=1e-14)
+    assert result.finite_time_exponent(0, steps) == pytest.approx(result.log_growth[-1].item() / steps, rel=1e-14)
+
+
+def test_integrated_rate_is_exact_for_a_power_law():
+    """lambda_min(t) = -0.5 t^-0.8 recorded at a few steps: the power-law interpolation
+    reproduces it between the records, so the sum of ln(1 - lr lambda) is exact (1e-12)."""
+    t = torch.tensor([1, 10, 100, 400, 2000])
+    lam = -0.5 * t.double() ** -0.8
+    ends = torch.stack([torch.ones(5, dtype=torch.float64), lam], dim=1)
+    zeros = torch.zeros(2001, dtype=torch.float64)
+    result = TrainingDerivatives(0.1, zeros, zeros, zeros, zeros, zeros[:3], t, ends, zeros[:3])
+    steps = torch.arange(400, 2000, dtype=torch.float64)
+    expected = torch.log(1 + 0.1 * 0.5 * steps ** -0.8).sum().item()
+    assert result.integrated_rate(400, 2000) == pytest.approx(expected, rel=1e-12)
+    torch.testing.assert_close(result.local_rates("largest"), torch.log(torch.full((5,), 0.9, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="recorded steps"):
+        result.integrated_rate(300, 2000)
+    with pytest.raises(ValueError, match="start < stop"):
+        result.finite_time_exponent(5, 5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda loss, th: derivatives_through_training(lambda t: (t**2).sum(), th, 0.1, 3), "must be a TrainingLoss"),
+    (lambda loss, th: derivatives_through_training(loss, th, 0.1, 3, ends_at=(5,)), "at most steps = 3"),
+    (lambda loss, th: derivatives_through_training(loss, th, 0.1, 3, direction=th[:4]), "direction must be"),
+    (lambda loss, th: lr_finite_difference(loss, th, 0.1, 3, 0.2), r"h must lie in \(0, lr = 0.1\)"),
+    (lambda loss, th: lr_finite_difference(loss, th, -0.1, 3, 0.01), "lr"),
+])
+def test_derivatives_through_training_name_bad_arguments(call, message):
+    net, X, T = small_problem()
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(net.objective(X, T), net.init(seed=0))

@@ -24,8 +24,9 @@ from .maps import Map, parameter
 from .progress import progress_range
 from .validation import check_finite, check_positive, check_whole
 
-__all__ = ["GradientDescent", "HessianEnds", "SigmoidMLP", "TrainingHistory", "TrainingLoss", "cross_entropy", "hessian_eigenvalues", "hessian_ends", "hvp",
-           "sharpness", "subspace_iteration", "train"]
+__all__ = ["GradientDescent", "HessianEnds", "SigmoidMLP", "TrainingDerivatives", "TrainingHistory", "TrainingLoss",
+           "cross_entropy", "derivatives_through_training", "hessian_eigenvalues", "hessian_ends", "hvp",
+           "lr_finite_difference", "sharpness", "subspace_iteration", "train"]
 
 Loss = Callable[[Tensor], Tensor]
 
@@ -535,6 +536,54 @@ class TrainingLoss:
 
         return product
 
+    def gradient_and_products(self, theta: Tensor, V: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The loss, its gradient and Hessian-vector products at one point, in one pass.
+
+        The same formulas as :meth:`hessian_operator`, with the products with the data
+        matrix of the gradient and of all ``k`` directions gathered into one matrix product
+        each way, :math:`X[W_1, V_1^{(1)}, \dots, V_1^{(k)}]` and
+        :math:`X^\top[G_1, \dot G_1^{(1)}, \dots, \dot G_1^{(k)}]`: a wider product costs
+        less per column, so a gradient with two directions costs well under three gradients.
+
+        Parameters
+        ----------
+        theta
+            The point, shape ``(d,)``.
+        V
+            Directions as the columns of ``(d, k)``.
+
+        Returns
+        -------
+        ``(L, g, HV)``: the loss (a scalar tensor), :math:`\nabla L(\theta)` of shape ``(d,)``
+        and :math:`\nabla^2L(\theta)V` of shape ``(d, k)``.
+        """
+        d = self.net.num_params
+        if theta.shape != (d,) or V.ndim != 2 or V.shape[0] != d:
+            raise ValueError(f"theta must have shape ({d},) and V shape ({d}, k); got {tuple(theta.shape)} and "
+                             f"{tuple(V.shape)}")
+        X, T, k = self.X, self.T, self.X.shape[0]
+        n0, n1, n2 = self.net.sizes
+        W1, b1, W2, b2 = self.net.unflatten(theta)
+        parts = [self.net.unflatten(v) for v in V.T]
+        A = X @ torch.cat([W1, *[p[0] for p in parts]], dim=1)  # one product for all directions
+        Z = torch.sigmoid(A[:, :n1] + b1)
+        Y = torch.softmax(Z @ W2 + b2, dim=-1)
+        S = Z * (1 - Z)
+        G2 = (Y - T) / k
+        D = G2 @ W2.T
+        G1s, tails = [D * S], []
+        for j, (_, c1, V2, c2) in enumerate(parts):
+            dZ = S * (A[:, n1 * (j + 1) : n1 * (j + 2)] + c1)
+            dA2 = dZ @ W2 + Z @ V2 + c2
+            dG2 = Y * (dA2 - (Y * dA2).sum(-1, keepdim=True)) / k
+            G1s.append((dG2 @ W2.T + G2 @ V2.T) * S + D * (1 - 2 * Z) * dZ)
+            tails.append(((dZ.T @ G2 + Z.T @ dG2).flatten(), dG2.sum(0)))
+        B = X.T @ torch.cat(G1s, dim=1)  # and one back
+        columns = [torch.cat([B[:, n1 * i : n1 * (i + 1)].flatten(), G.sum(0), *rest])
+                   for i, (G, rest) in enumerate(zip(G1s, [((Z.T @ G2).flatten(), G2.sum(0)), *tails]))]
+        value = -(T * torch.log(Y)).sum(-1).mean()
+        return value, columns[0], torch.stack(columns[1:], dim=1) if parts else V.new_zeros(d, 0)
+
 
 @dataclass(frozen=True)
 class TrainingHistory:
@@ -683,3 +732,240 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
                            table[:, 3] if X_test is not None else None,
                            table[:, 4] if with_sharpness else None, theta,
                            torch.stack(kept) if keep_parameters else None)
+
+
+def _run_gradient_descent(loss: TrainingLoss, theta: Tensor, lr: float, steps: int,
+                          V: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``steps`` steps of gradient descent on a :class:`TrainingLoss`; the loss at every step."""
+    losses = []
+    empty = theta.new_zeros(theta.shape[0], 0) if V is None else V
+    for n in range(steps + 1):
+        value, gradient, _ = loss.gradient_and_products(theta, empty)
+        losses.append(value)
+        if n < steps:
+            theta = check_finite(theta - lr * gradient, "parameters", step=n + 1)
+    return torch.stack(losses), theta
+
+
+def lr_finite_difference(loss: TrainingLoss, theta0: Tensor, lr: float, steps: int,
+                         h: float | list[float] | tuple[float, ...]) -> Tensor:
+    r"""Central differences :math:`[L(\theta_t(\alpha + h)) - L(\theta_t(\alpha - h))]/2h` of the
+    loss after :math:`t` steps of gradient descent from :math:`\theta_0`, for every
+    :math:`t \le` ``steps`` at once: the check of
+    :attr:`TrainingDerivatives.lr_derivative`.
+
+    Their error is :math:`O(h^2)` from truncation plus about :math:`\epsilon|L|/h` from
+    rounding, both amplified where the derivative grows: several ``h`` show the plateau
+    where the two are small.
+
+    Parameters
+    ----------
+    loss
+        A :class:`TrainingLoss`.
+    theta0, lr, steps
+        Initial parameters ``(d,)``, learning rate :math:`\alpha > 0`, number of steps.
+    h
+        One step size or several, each in ``(0, lr)``.
+
+    Returns
+    -------
+    Tensor of shape ``(len(h), steps + 1)`` (``(steps + 1,)`` for one ``h``).
+
+    See Also
+    --------
+    derivatives_through_training : the same derivative by forward mode.
+    """
+    if not isinstance(loss, TrainingLoss):
+        raise TypeError(f"loss must be a TrainingLoss (SigmoidMLP.objective); got {type(loss).__name__}")
+    lr = check_positive(lr, "lr")
+    check_whole(steps, "steps", 1)
+    sizes = [h] if isinstance(h, (int, float)) else list(h)
+    for size in sizes:
+        if not 0 < size < lr:
+            raise ValueError(f"each step size h must lie in (0, lr = {lr:g}); got h = {size}")
+    rows = [(_run_gradient_descent(loss, theta0, lr + size, int(steps))[0]
+             - _run_gradient_descent(loss, theta0, lr - size, int(steps))[0]) / (2 * size) for size in sizes]
+    return rows[0] if isinstance(h, (int, float)) else torch.stack(rows)
+
+
+@dataclass(frozen=True)
+class TrainingDerivatives:
+    r"""Derivatives through a run of gradient descent (:func:`derivatives_through_training`).
+
+    Attributes
+    ----------
+    lr : float
+        The learning rate :math:`\alpha`.
+    loss : Tensor, shape ``(steps + 1,)``
+        :math:`L(\theta_t)`.
+    lr_derivative : Tensor, shape ``(steps + 1,)``
+        :math:`dL(\theta_t)/d\alpha = \nabla L(\theta_t)\cdot w_t` with
+        :math:`w_t = d\theta_t/d\alpha`.
+    lr_tangent_norm : Tensor, shape ``(steps + 1,)``
+        :math:`\|d\theta_t/d\alpha\|_2`.
+    log_growth : Tensor, shape ``(steps + 1,)``
+        :math:`\ln\|(d\theta_t/d\theta_0)\,v\|_2` for the unit direction ``direction``: the
+        Jacobian-vector product of the :math:`t`-fold training map.
+    direction : Tensor, shape ``(d,)``
+        :math:`v`.
+    ends_steps : Tensor, shape ``(r,)``
+        The steps at which the Hessian's ends were computed.
+    ends : Tensor, shape ``(r, 2)``
+        :math:`\lambda_{\max}` and :math:`\lambda_{\min}` of :math:`\nabla^2L(\theta_t)` there.
+    theta : Tensor, shape ``(d,)``
+        :math:`\theta_T`.
+    """
+
+    lr: float
+    loss: Tensor
+    lr_derivative: Tensor
+    lr_tangent_norm: Tensor
+    log_growth: Tensor
+    direction: Tensor
+    ends_steps: Tensor
+    ends: Tensor
+    theta: Tensor
+
+    def finite_time_exponent(self, start: int, stop: int) -> float:
+        r"""The finite-time exponent of the tangent over steps ``start`` to ``stop``:
+        :math:`[\ln\|v_{\mathrm{stop}}\| - \ln\|v_{\mathrm{start}}\|]/(\mathrm{stop} - \mathrm{start})`."""
+        if not 0 <= start < stop < len(self.log_growth):
+            raise ValueError(f"need 0 <= start < stop <= {len(self.log_growth) - 1}; got {start}, {stop}")
+        return float(self.log_growth[stop] - self.log_growth[start]) / (stop - start)
+
+    def local_rates(self, end: str = "smallest") -> Tensor:
+        r""":math:`\ln|1 - \alpha\lambda|` at each of :attr:`ends_steps` for one end
+        (``"largest"`` or ``"smallest"``): the growth per step along that end's eigenvector
+        while the Hessian stays as it is."""
+        if end not in ("largest", "smallest"):
+            raise ValueError(f"end must be 'largest' or 'smallest'; got {end!r}")
+        return torch.log((1 - self.lr * self.ends[:, 0 if end == "largest" else 1]).abs())
+
+    def integrated_rate(self, start: int, stop: int, end: str = "smallest") -> float:
+        r""":math:`\sum_{t=\mathrm{start}}^{\mathrm{stop}-1}\ln|1 - \alpha\lambda(t)|` along one end,
+        with :math:`\lambda(t)` interpolated between the records as a power law (linearly in
+        :math:`\ln|\lambda|` against :math:`\ln t`; records at :math:`t \ge 1` of one sign):
+        the growth along that end if the tangent followed its eigenvector.
+
+        Raises
+        ------
+        ValueError
+            If the records do not bracket ``start..stop`` or change sign there.
+        """
+        t = self.ends_steps.double()
+        lam = self.ends[:, 0 if end == "largest" else 1]
+        inside = (t >= start) & (t <= stop)
+        if start < 1 or not bool((t == start).any()) or not bool((t == stop).any()):
+            raise ValueError(f"start and stop must be recorded steps >= 1; recorded: {self.ends_steps.tolist()}")
+        if not (bool((lam[inside] < 0).all()) or bool((lam[inside] > 0).all())):
+            raise ValueError(f"the {end} eigenvalue changes sign between steps {start} and {stop}")
+        steps = torch.arange(start, stop, dtype=torch.float64)
+        k = torch.searchsorted(t, steps, right=True).clamp(1, len(t) - 1)
+        x0, x1 = t[k - 1].log(), t[k].log()
+        y0, y1 = lam[k - 1].abs().log(), lam[k].abs().log()
+        interpolated = lam.sign()[k] * torch.exp(y0 + (y1 - y0) * (steps.log() - x0) / (x1 - x0))
+        return float(torch.log((1 - self.lr * interpolated).abs()).sum())
+
+
+def derivatives_through_training(loss: TrainingLoss, theta0: Tensor, lr: float, steps: int,
+                                 direction: Tensor | None = None, ends_at: tuple[int, ...] = (),
+                                 tol: float = 1e-4) -> TrainingDerivatives:
+    r"""Forward-mode derivatives of a run of gradient descent with respect to the learning rate
+    and to the initial parameters, and the Hessian's ends along it.
+
+    Differentiating :math:`\theta_{t+1} = \theta_t - \alpha\nabla L(\theta_t)` gives two tangent
+    recursions, each one Hessian-vector product per step
+    (:meth:`TrainingLoss.gradient_and_products`, shared with the gradient):
+
+    .. math::
+        w_{t+1} = (I - \alpha H_t)\,w_t - \nabla L(\theta_t),\ w_0 = 0,\qquad
+        v_{t+1} = (I - \alpha H_t)\,v_t,
+
+    with :math:`H_t = \nabla^2L(\theta_t)`, so that :math:`w_t = d\theta_t/d\alpha`,
+    :math:`dL(\theta_t)/d\alpha = \nabla L(\theta_t)\cdot w_t`, and
+    :math:`v_t = (d\theta_t/d\theta_0)\,v_0` is the Jacobian-vector product of the
+    :math:`t`-fold training map (renormalised every step, its log-norm accumulated).
+    :math:`\frac1t\ln\|v_t\|` is a finite-time exponent, a lower bound of
+    :math:`\frac1t\ln\|d\theta_t/d\theta_0\|_2`; training has no invariant measure, so no
+    limit :math:`t \to \infty` of it is a Lyapunov exponent of a stationary state.
+
+    Parameters
+    ----------
+    loss, theta0, lr, steps
+        As :func:`lr_finite_difference`: a :class:`TrainingLoss`, the initial parameters,
+        the learning rate and the number of steps.
+    direction
+        :math:`v_0`; by default the eigenvector of :math:`H_0` with the largest
+        :math:`|1 - \alpha\lambda|`, the direction the first step stretches most (the
+        top singular vector of :math:`Dg(\theta_0)`), from both ends by Lanczos.
+    ends_at
+        Steps at which to compute :math:`\lambda_{\max}` and :math:`\lambda_{\min}` by
+        :func:`hessian_eigenvalues` (each started from the previous record's eigenvector).
+    tol
+        Their Lanczos tolerance.
+
+    Returns
+    -------
+    TrainingDerivatives
+
+    Raises
+    ------
+    NonFiniteStateError
+        If the parameters or tangents overflow (the message names the step).
+
+    See Also
+    --------
+    lr_finite_difference : central differences of the same :math:`dL/d\alpha`.
+    hessian_ends : the two ends' growth over a short run.
+    """
+    if not isinstance(loss, TrainingLoss):
+        raise TypeError(f"loss must be a TrainingLoss (SigmoidMLP.objective); got {type(loss).__name__}")
+    lr = check_positive(lr, "lr")
+    check_whole(steps, "steps", 1)
+    d = theta0.shape[0]
+    wanted = sorted({int(check_whole(t, "ends_at step", 0)) for t in ends_at})
+    if wanted and wanted[-1] > steps:
+        raise ValueError(f"ends_at steps must be at most steps = {steps}; got {wanted[-1]}")
+    starts, ends, theta = {}, [], theta0.detach()
+
+    def record() -> None:
+        pair = []
+        for which in ("largest", "smallest"):
+            value, vector = hessian_eigenvalues(loss, theta, k=1, which=which, tol=tol, max_iter=300,
+                                                start=starts.get(which), return_vectors=True)
+            starts[which] = vector[:, 0]
+            pair.append(value[0])
+        ends.append(torch.stack(pair))
+
+    if direction is None:
+        record()
+        top = int((1 - lr * ends[-1]).abs().argmax())
+        direction = starts["largest" if top == 0 else "smallest"]
+    direction = check_finite(torch.as_tensor(direction, dtype=theta0.dtype), "direction")
+    if direction.shape != (d,) or not bool(direction.any()):
+        raise ValueError(f"direction must be a nonzero vector of shape ({d},); got shape {tuple(direction.shape)}")
+    done = {0} if ends and wanted and wanted[0] == 0 else set()  # step 0's ends, computed above
+    ends = ends if done else []
+    v = direction / torch.linalg.vector_norm(direction)
+    w, log_norm = torch.zeros_like(v), 0.0
+    losses, derivative, norms, logs = [], [], [], []
+    for n in range(int(steps) + 1):
+        if n in wanted and n not in done:
+            record()
+        value, gradient, HV = loss.gradient_and_products(theta, torch.stack([w, v], dim=1))
+        losses.append(value)
+        derivative.append(torch.dot(gradient, w))
+        norms.append(torch.linalg.vector_norm(w))
+        logs.append(log_norm)
+        if n == steps:
+            break
+        theta = check_finite(theta - lr * gradient, "parameters", step=n + 1)
+        w = check_finite(w - lr * HV[:, 0] - gradient, "learning-rate tangent", step=n + 1)
+        v = v - lr * HV[:, 1]
+        size = torch.linalg.vector_norm(v)
+        log_norm += float(torch.log(size))
+        v = check_finite(v / size, "tangent", step=n + 1)
+    return TrainingDerivatives(lr, torch.stack(losses), torch.stack(derivative), torch.stack(norms),
+                               torch.tensor(logs, dtype=theta0.dtype), direction / torch.linalg.vector_norm(direction),
+                               torch.tensor(wanted, dtype=torch.long),
+                               torch.stack(ends) if ends else theta0.new_zeros(0, 2), theta)
