@@ -125,8 +125,15 @@ class Estimate:
 
     __rmul__ = __mul__
 
-    def __truediv__(self, divisor: float) -> Estimate:
-        """Divide by an exact number."""
+    def __truediv__(self, divisor: Estimate | float) -> Estimate:
+        """Divide by an exact number, or by an *independent* estimate (relative errors added
+        in quadrature, the first-order delta method)."""
+        if isinstance(divisor, Estimate):
+            if self.value == 0 or divisor.value == 0:
+                raise ValueError(f"the ratio of estimates needs nonzero values for its relative errors; "
+                                 f"got {self} / {divisor}")
+            r = self.value / divisor.value
+            return Estimate(r, abs(r) * math.hypot(self.stderr / self.value, divisor.stderr / divisor.value))
         return self * (1.0 / float(divisor))
 
 
