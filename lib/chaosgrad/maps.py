@@ -241,24 +241,48 @@ class Map(torch.nn.Module):
             y, tangent = forward_ad.unpack_dual(self._call_with(duals, state, n))
         return y, torch.zeros_like(y) if tangent is None else tangent
 
-    def param_vjp(self, x: Tensor, w: Tensor, n: int = 0) -> dict[str, Tensor]:
-        r"""Per-member gradients :math:`(\partial f_n/\partial\gamma)^\top w` for every parameter.
+    def param_vjp(self, x: Tensor, w: Tensor, n: int = 0, keep: int | None = None) -> dict[str, Tensor]:
+        r"""Gradients :math:`(\partial f_n/\partial\gamma)^\top w` for every parameter, per
+        member or summed over members.
 
         Parameters
         ----------
         x, w
-            States and covectors, both of shape ``(..., dim)``.
+            States and covectors, both of shape ``(..., dim)`` (broadcast against each other).
+        keep
+            How many leading ensemble axes to keep; the gradients of the members along the
+            other ensemble axes are summed. ``None`` (default) keeps every axis: one gradient
+            per member. ``keep = 0`` sums over the whole ensemble, which is what an estimator
+            that needs only a total (or the totals of a few groups of members) should ask
+            for: it costs one reverse pass instead of one per member.
 
         Returns
         -------
-        dict mapping each parameter name to a tensor of shape ``(..., *param.shape)``: for
-        every ensemble member, :math:`\partial \langle w, f_n(x;\gamma)\rangle / \partial\gamma`.
+        dict mapping each parameter name to a tensor of shape
+        ``(*batch[:keep], *param.shape)``: :math:`\sum \partial \langle w, f_n(x;\gamma)\rangle /
+        \partial\gamma` over the summed members.
+
+        Raises
+        ------
+        ValueError
+            For ``keep`` outside ``0..len(batch)``.
         """
         x = self.check_state(x)
         w = self.check_state(w, "w")
         batch = torch.broadcast_shapes(x.shape[:-1], w.shape[:-1])
-        xf = x.expand(*batch, self.dim).reshape(-1, self.dim)
-        wf = w.expand(*batch, self.dim).reshape(-1, self.dim)
+        keep = len(batch) if keep is None else keep
+        if int(keep) != keep or not 0 <= keep <= len(batch):
+            raise ValueError(f"keep must be a whole number of leading ensemble axes between 0 and {len(batch)} "
+                             f"(the ensemble shape is {tuple(batch)}); got keep = {keep}")
+        return self._param_vjp(x.expand(*batch, self.dim), w.expand(*batch, self.dim), n, int(keep))
+
+    def _param_vjp(self, x: Tensor, w: Tensor, n: int, keep: int) -> dict[str, Tensor]:
+        """Default :meth:`param_vjp` by reverse-mode :func:`torch.func.vjp`: one pass for the
+        summed members, vmapped over the kept ones. ``x`` and ``w`` have the same shape."""
+        batch = x.shape[:-1]
+        kept = batch[:keep]
+        xf = x.reshape(kept.numel(), -1, self.dim)
+        wf = w.reshape(kept.numel(), -1, self.dim)
         params = self.params()
 
         def one(xb: Tensor, wb: Tensor) -> dict[str, Tensor]:
@@ -266,7 +290,19 @@ class Map(torch.nn.Module):
             return pullback(wb)[0]
 
         grads = _differentiating(self, lambda: torch.func.vmap(one, randomness="same")(xf, wf))
-        return {k: g.reshape((*batch, *params[k].shape)) for k, g in grads.items()}
+        return {k: g.reshape((*kept, *params[k].shape)) for k, g in grads.items()}
+
+    def _step_param_vjp(self, x: Tensor, w: Tensor, n: int, keep: int) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""(:math:`f_n(x)`, :meth:`param_vjp` of ``w`` at ``x``) in one go: kernel
+        differentiation calls it every step with the noise as ``w``. Default: the two
+        separately; override it where they share work (a network's forward pass)."""
+        return self.step(x, n), self._param_vjp(x, w, n, keep)
+
+    def _vjp_param_vjp(self, x: Tensor, w: Tensor, n: int, keep: int) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""(:math:`Df_n(x)^\top w`, :meth:`param_vjp` of ``w``) for one covector ``w`` of shape
+        ``(..., dim)``: one step of backpropagation with respect to the state and every
+        parameter. Default: the two separately; override it where they share a reverse pass."""
+        return self._vjp(x, w[..., None], n)[..., 0], self._param_vjp(x, w, n, keep)
 
     def _call_with(self, params: dict[str, Tensor], x: Tensor, n: int) -> Tensor:
         """``step`` with the parameters replaced by ``params`` (for :mod:`torch.func`)."""

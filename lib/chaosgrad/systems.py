@@ -433,5 +433,8 @@ class Noisy(Map):
     def param_jvp(self, x: Tensor, dgamma: dict, n: int = 0) -> Tensor:
         return self.map.param_jvp(x, dgamma, n)
 
-    def param_vjp(self, x: Tensor, w: Tensor, n: int = 0) -> dict[str, Tensor]:
-        return self.map.param_vjp(x, w, n)
+    def _param_vjp(self, x: Tensor, w: Tensor, n: int, keep: int) -> dict[str, Tensor]:
+        return self.map._param_vjp(x, w, n, keep)
+
+    def _vjp_param_vjp(self, x: Tensor, w: Tensor, n: int, keep: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.map._vjp_param_vjp(x, w, n, keep)
