@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -37,7 +37,7 @@ from .estimates import Estimate
 from .maps import Map, parameter
 from .validation import unknown_parameter_error
 
-__all__ = ["Cost", "Gradient", "Line", "counted", "parameter_names"]
+__all__ = ["Cost", "Gradient", "Line", "METHODS", "average_gradient", "counted", "parameter_names"]
 
 
 def parameter_names(map: Map, parameter: str | Iterable[str] | None) -> list[str]:
@@ -362,3 +362,119 @@ def counted(map: Map) -> Iterator[tuple[Map, CostCounter]]:
     else:
         wrapped = _Counted(map, counter._tally)
     yield wrapped, counter
+
+
+# -- one door -----------------------------------------------------------------------------------
+#: The methods of :func:`average_gradient`, the options each one takes, and those it requires.
+METHODS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "backprop": (frozenset({"warmup", "n0"}), frozenset()),
+    "clipped": (frozenset({"warmup", "n0", "clip", "clip_total"}), frozenset()),
+    "truncated": (frozenset({"warmup", "n0", "truncate", "window"}), frozenset({"truncate"})),
+    "nilsas": (frozenset({"segment_steps", "n_unstable", "warmup", "n0", "seed", "progress"}),
+               frozenset({"segment_steps"})),
+    "kernel": (frozenset({"window", "warmup", "blocks", "errors"}), frozenset()),
+    "path-kernel": (frozenset({"alpha"}), frozenset({"alpha"})),
+}
+
+
+def average_gradient(
+    map: Map,
+    x0: Tensor,
+    steps: int,
+    observable: Any,
+    method: str = "backprop",
+    parameter: str | Iterable[str] | None = None,
+    **options: Any,
+) -> Gradient:
+    r"""The gradient of a time average with respect to every parameter, by the method named.
+
+    The objective is :math:`J = \frac1T\sum_{n=1}^{T}\Phi(x_n)` with :math:`T` = ``steps``
+    (for the noisy maps of kernel differentiation, its expectation over the noise); one
+    argument swaps the estimator, so that a training loop can compare them:
+
+    ========================  ===========================================================
+    ``method``                estimator (options)
+    ========================  ===========================================================
+    ``"backprop"``            exact backpropagation through the run,
+                              :func:`~chaosgrad.derivatives.backprop_derivative`
+                              (``warmup``, ``n0``)
+    ``"clipped"``             the same with the adjoint clipped per step (``clip``) and/or
+                              the total gradient's norm clipped (``clip_total``)
+    ``"truncated"``           truncated backpropagation (``truncate`` = K, ``window`` =
+                              ``"block"`` or ``"sliding"``)
+    ``"nilsas"``              adjoint shadowing, :func:`~chaosgrad.shadowing.nilsas`
+                              (``segment_steps`` dividing ``steps``; ``n_unstable``,
+                              ``warmup``, ``n0``, ``seed``, ``progress``)
+    ``"kernel"``              kernel differentiation of the expected average on a
+                              :class:`~chaosgrad.systems.Noisy` map,
+                              :func:`~chaosgrad.kernel.kernel_derivative` with
+                              ``average=True`` (``window``, ``warmup``, ``blocks``,
+                              ``errors``)
+    ``"path-kernel"``         the path-kernel hybrid,
+                              :func:`~chaosgrad.kernel.path_kernel_derivative` with
+                              ``average=True`` (``alpha``)
+    ========================  ===========================================================
+
+    Parameters
+    ----------
+    map
+        The map (a :class:`~chaosgrad.systems.Noisy` map for the two kernel methods).
+    x0
+        Initial states ``(..., dim)``: independent paths or members.
+    steps
+        :math:`T`.
+    observable
+        :math:`\Phi`, states ``(..., dim)`` to values ``(...,)`` (kernel differentiation also
+        takes ``(..., m)``: ``m`` statistics at once).
+    method
+        One of the names above.
+    parameter
+        ``None`` (every parameter of the map), a name or a list of names.
+    **options
+        The chosen method's options (see the table); any other is refused.
+
+    Returns
+    -------
+    Gradient
+        With :attr:`Gradient.cost`, the products the estimate took (:class:`Cost`), and
+        ``info["method"]``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method or a missing required option.
+    TypeError
+        For an option the method does not take.
+
+    See Also
+    --------
+    Gradient.along : a directional derivative with its error bar.
+    """
+    from . import derivatives, kernel, shadowing  # they import this module's helpers
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}; got {method!r}")
+    allowed, required = METHODS[method]
+    extra = sorted(set(options) - allowed)
+    if extra:
+        raise TypeError(f"method {method!r} takes the options {sorted(allowed)}; got {extra}")
+    missing = sorted(required - set(options))
+    if method == "clipped" and not {"clip", "clip_total"} & set(options):
+        missing = ["clip or clip_total"]
+    if missing:
+        raise ValueError(f"method {method!r} needs the option(s) {missing}")
+    names = [parameter] if isinstance(parameter, str) else parameter  # a list: always a Gradient
+    T = int(steps)
+    with counted(map) as (m, counter):
+        if method in ("backprop", "clipped", "truncated"):
+            result = derivatives.backprop_derivative(m, x0, T, observable, names, **options)
+        elif method == "nilsas":
+            L = int(options.pop("segment_steps"))
+            if L < 1 or T % L:
+                raise ValueError(f"segment_steps must divide steps = {T}; got segment_steps = {L}")
+            result = shadowing.nilsas(m, x0, observable, T // L, L, parameter=names, **options).gradients
+        elif method == "kernel":
+            result = kernel.kernel_derivative(m, x0, T, observable, names, average=True, **options)
+        else:
+            result = kernel.path_kernel_derivative(m, x0, T, observable, names, average=True, **options)
+    return replace(result, cost=counter.cost, info={**result.info, "method": method})
