@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import chaosgrad
+from chaosgrad.models import NeuralMap
 from chaosgrad.networks import PreactivationNetwork, RandomNetwork
 from chaosgrad.systems import Affine, Henon, Logistic, Lorenz63, Noisy, PerturbedCat, Tent
 from chaosgrad.training import GradientDescent
@@ -34,7 +35,7 @@ def states(system: chaosgrad.Map, shape=(5,)) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     if isinstance(system, Logistic):
         return torch.rand(*shape, 1, generator=g, dtype=torch.float64)
-    if isinstance(system, (GradientDescent, RandomNetwork, PreactivationNetwork, Affine)):
+    if isinstance(system, (GradientDescent, RandomNetwork, PreactivationNetwork, Affine, NeuralMap)):
         return torch.randn(*shape, system.dim, generator=g, dtype=torch.float64)
     if isinstance(system, Tent):  # away from the kinks at 0 and 1/2, in both halves
         u = 0.05 + 0.4 * torch.rand(*shape, 1, generator=g, dtype=torch.float64)
@@ -58,6 +59,7 @@ SYSTEMS = {
     "perturbed-cat": lambda: PerturbedCat(0.1),
     "tent": lambda: Tent(0.8),
     "preactivation-network": lambda: PreactivationNetwork(5, depth=10, sigma_w2=3.0, bias=0.2),
+    "neural-map": lambda: NeuralMap(3, widths=(8, 6), dt=0.1, seed=2, output_gain=1.0),
 }
 
 
@@ -167,7 +169,9 @@ def test_param_jvp_matches_central_differences_and_param_vjp(system):
             p += H
         fd = (plus - minus) / (2 * H)
         torch.testing.assert_close(analytic, fd, rtol=FD_RTOL, atol=FD_RTOL * fd.abs().max().item())
-        torch.testing.assert_close(grads[name], (w * analytic).sum(-1), rtol=EXACT, atol=EXACT * 100)
+        # param_jvp({name: 1.0}) moves every entry of a tensor parameter: pair it with the summed gradient
+        torch.testing.assert_close(grads[name].reshape(3, -1).sum(-1), (w * analytic).sum(-1), rtol=EXACT,
+                                   atol=EXACT * 100)
 
 
 def test_henon_jacobian_determinant_is_minus_b():

@@ -37,6 +37,7 @@ A. Ni, arXiv:2503.00718 (the path-kernel method).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ from torch import Tensor
 
 from .derivatives import finite_difference, time_average
 from .estimates import Estimate
+from .gradients import Gradient, parameter_names
 from .progress import progress_range
 from .systems import Noisy
 from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
@@ -55,10 +57,16 @@ __all__ = ["FitHistory", "fit_average", "fit_objective_gradient", "kernel_deriva
 Observable = Callable[[Tensor], Tensor]
 
 
-def _check(noisy: Noisy, x0: Tensor, T: int, parameter: str, warmup: int) -> Tensor:
+def _check(noisy: Noisy, x0: Tensor, T: int, parameter: str | Sequence[str] | None, warmup: int) -> Tensor:
+    """Check the arguments every estimator shares; a name must be a scalar parameter, while
+    ``None`` or a list (the all-parameter estimators) is checked by
+    :func:`~chaosgrad.gradients.parameter_names`."""
     if not isinstance(noisy, Noisy):
         raise TypeError(f"kernel differentiation needs a chaosgrad.systems.Noisy map (additive noise); got {type(noisy).__name__}")
-    check_scalar_parameter(noisy.map, parameter)
+    if isinstance(parameter, str):
+        check_scalar_parameter(noisy.map, parameter)
+    else:
+        parameter_names(noisy.map, parameter)
     check_whole(T, "T", 1)
     check_whole(warmup, "warmup", 0)
     return check_finite(noisy.check_state(x0, "x0"), "initial state x0", step=0)
@@ -79,6 +87,13 @@ def _score(noisy: Noisy, dfdg: Tensor, xi: Tensor, parameter: str, first: int) -
     without foliation); foliated noise needs :math:`\partial_\gamma f` in span(B)."""
     if noisy.direction is None:
         return (dfdg * xi).sum(-1) / noisy.sigma
+    return (_inside_span(noisy, dfdg, parameter, first) * xi).sum(-1) / noisy.sigma
+
+
+def _inside_span(noisy: Noisy, dfdg: Tensor, parameter: str, first: int, hint: str = "") -> Tensor:
+    r"""The coefficients :math:`c = B^+ \partial_\gamma f` of parameter derivatives ``dfdg`` (steps
+    ``first, first + 1, ..`` along the leading axis) in the noise directions :math:`B`, or a
+    ValueError naming the parameter and the first step where :math:`\partial_\gamma f` leaves span(B)."""
     B = noisy.direction
     c = dfdg @ torch.linalg.pinv(B).mT
     outside = torch.linalg.vector_norm(dfdg - c @ B.mT, dim=-1)
@@ -89,9 +104,9 @@ def _score(noisy: Noisy, dfdg: Tensor, xi: Tensor, parameter: str, first: int) -
         raise ValueError(
             f"df/d{parameter} has a component outside the noise directions (the span of Noisy.direction) "
             f"at step {first + int(bad.nonzero()[0])}: relative size {worst:.2g}. Kernel differentiation "
-            "with foliated noise needs the perturbation inside that span; add its direction to the noise"
+            "with foliated noise needs the perturbation inside that span; add its direction to the noise" + hint
         )
-    return (c * xi).sum(-1) / noisy.sigma
+    return c
 
 
 def _deferred_steps(map, batch: Tensor) -> int:
@@ -101,6 +116,29 @@ def _deferred_steps(map, batch: Tensor) -> int:
     many stored states replaces many small calls, whose cost is mostly per-operation overhead
     on small maps (about 0.1 ms per operation in forward mode): see benchmarks/bench_kernel.py."""
     return max(1, 2**20 // max(1, batch.numel())) if map.autonomous else 1
+
+
+def _schedule(noisy: Noisy, alpha: float | Sequence[float] | Tensor, T: int, dtype: torch.dtype) -> Tensor:
+    r"""The hybrid's :math:`\alpha_0, .., \alpha_{T-1}` from a number or a schedule, checked."""
+    schedule = torch.as_tensor(alpha, dtype=dtype).reshape(-1)
+    if schedule.numel() == 1:
+        schedule = schedule.expand(T)
+    if schedule.numel() != T or not bool(((schedule >= 0) & (schedule <= 1)).all()):
+        raise ValueError(f"alpha must be a number in [0, 1] or T = {T} of them; got {schedule.numel()} values "
+                         f"from {float(schedule.min()):g} to {float(schedule.max()):g}")
+    if noisy.direction is not None and bool((schedule > 0).any()):
+        raise ValueError("path_kernel_derivative moves tangent perturbations onto the noise, which needs noise "
+                         "in every direction; with foliated noise use alpha = 0 or kernel_derivative")
+    return schedule
+
+
+def _check_window(window: int | None, errors: str) -> int | None:
+    """The ergodic window ``W`` (or ``None``) and the kind of error bar, checked."""
+    if window is not None:
+        check_whole(window, "window", 1)
+    if errors not in ("blocks", "paths"):
+        raise ValueError(f"errors must be 'blocks' or 'paths'; got {errors!r}")
+    return None if window is None else int(window)
 
 
 def _unbias(n: int) -> float:
@@ -127,15 +165,15 @@ def kernel_derivative(
     x0: Tensor,
     T: int,
     observable: Observable,
-    parameter: str,
+    parameter: str | Sequence[str] | None,
     average: bool = False,
     window: int | None = None,
     warmup: int = 0,
     blocks: int = 20,
     errors: str = "blocks",
-) -> Estimate:
+) -> Estimate | Gradient:
     r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` (or of the average of :math:`\Phi(x_1..x_T)`)
-    with respect to a scalar parameter, by kernel differentiation.
+    with respect to a scalar parameter, or to every parameter at once, by kernel differentiation.
 
     Parameters
     ----------
@@ -147,9 +185,14 @@ def kernel_derivative(
     T
         Steps after ``warmup``.
     observable
-        :math:`\Phi`, states ``(..., dim)`` to values ``(...,)``.
+        :math:`\Phi`, states ``(..., dim)`` to values ``(...,)``; with ``parameter=None`` or a
+        list also ``(..., m)``: ``m`` statistics differentiated at once with the same scores
+        (no extra simulation). The all-parameter version passes the paths flattened to one
+        axis, ``(paths, dim)``.
     parameter
-        Name of a scalar parameter of the wrapped map.
+        Name of a scalar parameter of the wrapped map (returns an :class:`Estimate`), or
+        ``None`` for every parameter of :meth:`Map.params <chaosgrad.maps.Map.params>`, scalar
+        or tensor, or a list of names (returns a :class:`~chaosgrad.gradients.Gradient`).
     average
         ``False``: :math:`d\mathbb{E}\Phi(x_T)/d\gamma`; ``True``: the derivative of
         :math:`\mathbb{E}\frac1T\sum_{m=1}^T \Phi(x_m)`. Both from the fixed ``x0``, with the
@@ -173,18 +216,29 @@ def kernel_derivative(
 
     Returns
     -------
-    Estimate
+    Estimate or Gradient
         The mean over paths with its standard error (ergodic version: over blocks, or over
         paths with ``errors="paths"``). Centring by the mean over :math:`n` paths would bias
         the estimate by the factor :math:`1 - 1/n`; it is multiplied by :math:`n/(n-1)`.
+        For ``parameter=None`` or a list: a :class:`~chaosgrad.gradients.Gradient` whose
+        ``value[name]`` has shape ``(*output, *param.shape)`` (``output`` is ``()`` or
+        ``(m,)``), with ``samples`` one per path (``info["per"] == "path"``), or one per block
+        for the ergodic version's ``errors="blocks"`` (``info["per"] == "block"``; the value is
+        then the mean weighted by the block lengths, as :func:`~chaosgrad.estimates.batch_means`).
+        Its directional derivatives equal the scalar estimates on
+        :class:`~chaosgrad.gradients.Line` with the same noise.
 
     Raises
     ------
     TypeError
         If ``noisy`` is not a :class:`~chaosgrad.systems.Noisy` map.
+    KeyError
+        For a name in a list that the map does not have.
     ValueError
-        For an unknown parameter, ``T < 1``, ``warmup < 0``, ``window < 1``, fewer than two
-        paths without ``window``, or an observable of the wrong shape.
+        For an unknown scalar parameter, a name listed twice, ``T < 1``, ``warmup < 0``,
+        ``window < 1``, fewer than two paths without ``window``, an observable of the wrong
+        shape, or (foliated noise) a parameter that moves the map outside the noise
+        directions.
 
     Notes
     -----
@@ -194,16 +248,45 @@ def kernel_derivative(
     one call, so that a map without a closed form (the forward-mode default of
     ``Map._step_param_jvp``) costs about 1.3 to 1.8 simulations instead of several.
 
+    **Every parameter at once.** The score of step :math:`n` for every parameter is one
+    reverse product, :math:`s_n = (\partial_\gamma f(x_n))^\top w_n` with :math:`w_n = \xi_n/\sigma`
+    (foliated noise :math:`x_{n+1} = f(x_n) + \sigma B\xi_n`: :math:`w_n = (B^+)^\top\xi_n/\sigma`, since
+    the score is :math:`\langle c_n, \xi_n\rangle/\sigma` with :math:`B c_n = \partial_\gamma f`; valid only
+    where :math:`\partial_\gamma f` lies in span(:math:`B`), which is checked for each named parameter
+    along a random direction by :meth:`~chaosgrad.maps.Map.param_jvp` at steps 0, 1 and the last),
+    taken per path by :meth:`~chaosgrad.maps.Map._step_param_vjp` together with the step. The sums
+    are arranged so that nothing of size :math:`T \times` paths :math:`\times P` is stored:
+
+    - ``average=False``: the running score :math:`S^i = \sum_n s^i_n` per path, times
+      :math:`\frac{n}{n-1}(\Phi^i_T - \bar\Phi_T)` at the end.
+    - ``average=True``: :math:`\frac1T\sum_m c^i_m S^i_m` with :math:`c_m = \Phi(x_m) - \bar\Phi_m`
+      centred over paths at step :math:`m`, known then: a running sum beside the running score.
+    - ``window=W``: with :math:`R_m = S_m - S_{m-W} = \sum_{m-W\le n<m} s_n` and the time mean
+      :math:`\langle\Phi\rangle^i` of path :math:`i`,
+
+      .. math:: \sum_{m\in b}(\Phi_m - \langle\Phi\rangle) R_m
+                = \sum_n s_n \sum_{m\in b,\,n<m\le n+W}\Phi_m
+                  - \langle\Phi\rangle \sum_n s_n\,\#\{m\in b: n<m\le n+W\}
+
+      for each block :math:`b` of measured steps (one block of all of them with
+      ``errors="paths"``): :math:`s_n` is taken once :math:`\Phi(x_{n+1}), .., \Phi(x_{n+W})` are
+      known (``W`` states and noises stored), and added with those weights to two accumulators
+      per block; the unknown time mean enters only at the end. Memory: blocks :math:`\times`
+      paths :math:`\times P`.
+
+    The per-path gradients cost paths :math:`\times P` numbers per step (the same order as the
+    step of a network); the cost in map primitives is one step and one parameter vjp per state.
+
     See Also
     --------
     path_kernel_derivative : the hybrid with the pathwise derivative.
     chaosgrad.derivatives.finite_difference : the reference.
+    chaosgrad.gradients.Gradient : the all-parameter result.
     """
+    if not isinstance(parameter, str):
+        return _kernel_gradient(noisy, x0, T, observable, parameter, average, window, warmup, blocks, errors)
     x = _check(noisy, x0, T, parameter, warmup)
-    if window is not None:
-        check_whole(window, "window", 1)
-    if errors not in ("blocks", "paths"):
-        raise ValueError(f"errors must be 'blocks' or 'paths'; got {errors!r}")
+    _check_window(window, errors)
     sigma, total = noisy.sigma, warmup + int(T)
     scores, values = [], []  # s_n = <df/dgamma(x_n), xi_n> / sigma; Phi(x_m), m = 1..total (or m = total)
     chunk = _deferred_steps(noisy.map, x)
@@ -317,10 +400,10 @@ def path_kernel_derivative(
     x0: Tensor,
     T: int,
     observable: Observable,
-    parameter: str,
+    parameter: str | Sequence[str] | None,
     alpha: float | Sequence[float] | Tensor,
     average: bool = False,
-) -> Estimate:
+) -> Estimate | Gradient:
     r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` (or of the average of :math:`\Phi(x_1..x_T)`)
     by the path-kernel hybrid.
 
@@ -333,7 +416,9 @@ def path_kernel_derivative(
     Parameters
     ----------
     noisy, x0, T, observable, parameter
-        As :func:`kernel_derivative` (no warm-up, no average).
+        As :func:`kernel_derivative` (no warm-up, no window): ``parameter=None`` or a list
+        gives a :class:`~chaosgrad.gradients.Gradient` by the adjoint sweep below (per-path
+        samples), and then ``observable`` may return ``(paths, m)`` (``m`` sweeps at once).
     alpha
         A float in ``[0, 1]``, or one value per step (length ``T``).
     average
@@ -343,25 +428,47 @@ def path_kernel_derivative(
 
     Returns
     -------
-    Estimate
-        Mean over paths and its standard error.
+    Estimate or Gradient
+        Mean over paths and its standard error (per parameter, of its shape, for a list or
+        ``None``).
 
     Raises
     ------
     ValueError
-        For ``alpha`` outside ``[0, 1]`` or a schedule whose length is not ``T``.
+        For ``alpha`` outside ``[0, 1]`` or a schedule whose length is not ``T``; see
+        :func:`kernel_derivative` for names and observables.
+
+    Notes
+    -----
+    **The adjoint form (every parameter at once).** Per path the estimate is linear in a
+    parameter perturbation :math:`\delta`: with :math:`J_n = Df(x_n)`, :math:`F_n = \partial_\gamma f(x_n)`,
+    :math:`u_n = J_n v_n + F_n\delta`, :math:`v_{n+1} = (1-\alpha_n)u_n`, :math:`v_0 = 0` and
+    :math:`S_m = \sum_{n<m}\alpha_n\langle u_n, \xi_n\rangle/\sigma`, it is
+
+    .. math:: E = \sum_m w_m\langle\nabla\Phi(x_m), v_m\rangle + \sum_m k_m S_m,\qquad
+              k_m = \tfrac{n}{n-1}\,w_m(\Phi(x_m) - \bar\Phi_m),
+
+    with :math:`w_m = 1/T` for every :math:`m` (``average=True``) or :math:`w_T = 1` only. Exchanging
+    the sums, :math:`\sum_m k_m S_m = \sum_n \alpha_n K_n\langle u_n, \xi_n\rangle/\sigma` with
+    :math:`K_n = \sum_{m>n}k_m`, and :math:`v_{n+1} = (1-\alpha_n)u_n`, so
+    :math:`E = \sum_{n<T}\langle a_n, u_n\rangle` with
+    :math:`a_n = w_{n+1}(1-\alpha_n)\nabla\Phi(x_{n+1}) + \alpha_n K_n\xi_n/\sigma`. Since
+    :math:`u_{n+1} = (1-\alpha_n)J_{n+1}u_n + F_{n+1}\delta`, the covector
+    :math:`\lambda_n = \partial E/\partial u_n` obeys
+
+    .. math:: \lambda_{T-1} = a_{T-1},\qquad \lambda_n = a_n + (1-\alpha_n)J_{n+1}^\top\lambda_{n+1},
+
+    and :math:`dE/d\delta = \sum_n F_n^\top\lambda_n`: after the simulation (states and noises
+    stored) and the observable's values and gradients (:math:`K_n` needs every later value),
+    one backward sweep of :meth:`~chaosgrad.maps.Map._vjp_param_vjp` per step gives every
+    parameter's gradient, at a cost independent of :math:`P`. Along any direction it equals the
+    forward estimator on :class:`~chaosgrad.gradients.Line` with the same noise.
     """
+    if not isinstance(parameter, str):
+        return _path_kernel_gradient(noisy, x0, T, observable, parameter, alpha, average)
     x = _check(noisy, x0, T, parameter, 0)
     T = int(T)
-    schedule = torch.as_tensor(alpha, dtype=x.dtype).reshape(-1)
-    if schedule.numel() == 1:
-        schedule = schedule.expand(T)
-    if schedule.numel() != T or not bool(((schedule >= 0) & (schedule <= 1)).all()):
-        raise ValueError(f"alpha must be a number in [0, 1] or T = {T} of them; got {schedule.numel()} values "
-                         f"from {float(schedule.min()):g} to {float(schedule.max()):g}")
-    if noisy.direction is not None and bool((schedule > 0).any()):
-        raise ValueError("path_kernel_derivative moves tangent perturbations onto the noise, which needs noise "
-                         "in every direction; with foliated noise use alpha = 0 or kernel_derivative")
+    schedule = _schedule(noisy, alpha, T, x.dtype)
     sigma = noisy.sigma
     v = torch.zeros_like(x)
     score = torch.zeros(x.shape[:-1], dtype=x.dtype)
@@ -386,6 +493,279 @@ def path_kernel_derivative(
     path, phi, S = torch.stack(path_terms), torch.stack(values), torch.stack(scores)  # (measured, ...)
     centred = phi - phi.mean(dim=tuple(range(1, phi.dim())), keepdim=True)
     return _summary((path + _unbias(phi[0].numel()) * centred * S).mean(0))
+
+
+# -- every parameter at once ------------------------------------------------------------------
+# The all-parameter estimators (parameter=None or a list of names) work on the paths flattened
+# to one axis, (paths, dim), and on the named parameters' gradients flattened and concatenated
+# to one axis of P numbers per path; _gradient splits them back into a Gradient at the end.
+
+
+def _outputs(observable: Observable, x: Tensor, step: int, shape: tuple[int, ...] | None
+             ) -> tuple[Tensor, tuple[int, ...]]:
+    r""":math:`\Phi` at states ``x`` of shape ``(paths, dim)`` as ``(paths, m)``, and the shape of one
+    value: ``()`` for a scalar observable, ``(m,)`` for ``m`` statistics at once. ``shape`` is
+    what the earlier steps returned (``None`` at the first), which must not change."""
+    value = observable(x)
+    batch = tuple(x.shape[:-1])
+    if tuple(value.shape) == batch:
+        out: tuple[int, ...] = ()
+    elif value.dim() == len(batch) + 1 and tuple(value.shape[:-1]) == batch:
+        out = (value.shape[-1],)
+    else:
+        raise ValueError(f"observable must map states of shape (paths, dim) to values of shape (paths,), or (paths, m) "
+                         f"for m statistics at once; for states {tuple(x.shape)} it returned {tuple(value.shape)}. "
+                         "Stack several statistics along one last axis (torch.stack([...], -1)) and keep the paths "
+                         "axis first")
+    if shape is not None and out != shape:
+        raise ValueError(f"observable returned one value of shape {out} at step {step} but {shape} before; "
+                         "return the same statistics at every step")
+    check_finite(value.detach(), "observable", step=step)
+    return (value if out else value[..., None]), out
+
+
+def _outputs_with_gradient(observable: Observable, x: Tensor, step: int, shape: tuple[int, ...] | None
+                           ) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    r""":func:`_outputs` and the gradients :math:`\nabla\Phi_j(x)` of each of the ``m`` outputs,
+    shape ``(m, paths, dim)``, by autograd."""
+    with torch.enable_grad():
+        state = x.detach().requires_grad_(True)
+        phi, out = _outputs(observable, state, step, shape)
+        rows = []
+        for j in range(phi.shape[1]):
+            (row,) = torch.autograd.grad(phi[:, j].sum(), state, retain_graph=j + 1 < phi.shape[1], allow_unused=True)
+            rows.append(torch.zeros_like(state) if row is None else row)
+    return phi.detach(), torch.stack(rows), out
+
+
+def _flatten(grads: dict[str, Tensor], names: list[str], lead: int) -> Tensor:
+    """The gradients of ``names`` with ``lead`` leading axes, flattened and concatenated: ``(*lead, P)``."""
+    return torch.cat([grads[k].reshape(*grads[k].shape[:lead], -1) for k in names], -1)
+
+
+def _split(flat: Tensor, noisy: Noisy, names: list[str], out: tuple[int, ...]) -> dict[str, Tensor]:
+    """Inverse of :func:`_flatten` for ``flat`` of shape ``(s, m, P)``: ``(s, *out, *param.shape)``
+    per name (the axis ``m`` dropped for a scalar observable)."""
+    params = noisy.map.params()
+    pieces = flat.split([params[k].numel() for k in names], -1)
+    return {k: piece.reshape(flat.shape[0], *out, *params[k].shape) for k, piece in zip(names, pieces)}
+
+
+def _noise_covector(noisy: Noisy, xi: Tensor, pinv: Tensor | None) -> Tensor:
+    r"""The covector :math:`w_n` whose parameter gradient :math:`(\partial_\gamma f)^\top w_n` is the
+    score of step ``n`` for every parameter: :math:`\xi_n/\sigma`, or with foliated noise
+    :math:`(B^+)^\top\xi_n/\sigma` (then :math:`\langle c_n, \xi_n\rangle = \langle \partial_\gamma f,
+    (B^+)^\top\xi_n\rangle` for the coefficients :math:`c_n = B^+\partial_\gamma f`)."""
+    return (xi if pinv is None else xi @ pinv) / noisy.sigma
+
+
+def _foliation_checked(noisy: Noisy, x: Tensor, names: list[str], n: int) -> None:
+    r"""With foliated noise, refuse parameters whose :math:`\partial f/\partial\gamma` at the states
+    ``x`` of step ``n`` leaves the span of the noise directions: each parameter is moved along a
+    random direction (a generator seeded by ``n``, not the noise's) and :meth:`Map.param_jvp
+    <chaosgrad.maps.Map.param_jvp>` checked, which is inside the span for almost every
+    direction only if every component is."""
+    if noisy.direction is None:
+        return
+    generator = torch.Generator().manual_seed(n)
+    params = noisy.map.params()
+    for name in names:
+        v = torch.randn(params[name].shape, generator=generator, dtype=torch.float64)
+        _inside_span(noisy, noisy.map.param_jvp(x, {name: v}, n)[None], name, n,
+                     hint="; or name only the parameters that move the map inside it (parameter=[...])")
+
+
+def _gradient_paths(noisy: Noisy, flat: Tensor, names: list[str], out: tuple[int, ...], **info) -> Gradient:
+    """The mean over paths of per-path samples ``flat`` of shape ``(paths, m, P)``."""
+    if flat.shape[0] < 2:
+        raise ValueError("kernel_derivative needs at least 2 independent paths for an error bar "
+                         "(leading axes of x0), or window=W on one long path")
+    return Gradient.of(_split(flat, noisy, names, out), out, **info)
+
+
+def _kernel_gradient(noisy: Noisy, x0: Tensor, T: int, observable: Observable, parameter: Sequence[str] | None,
+                     average: bool, window: int | None, warmup: int, blocks: int, errors: str) -> Gradient:
+    """:func:`kernel_derivative` for ``parameter=None`` or a list of names (see its Notes)."""
+    x = _check(noisy, x0, T, parameter, warmup)
+    names = parameter_names(noisy.map, parameter)
+    W = _check_window(window, errors)
+    x = x.reshape(-1, noisy.dim)  # the paths along one axis (the noise is drawn in the same order)
+    if W is None:
+        flat, out = _centred_scores(noisy, x, int(T), warmup, observable, names, average)
+        return _gradient_paths(noisy, flat, names, out, per="path")
+    return _windowed_scores(noisy, x, int(T), warmup, observable, names, W, blocks, errors)
+
+
+def _centred_scores(noisy: Noisy, x: Tensor, T: int, warmup: int, observable: Observable, names: list[str],
+                    average: bool) -> tuple[Tensor, tuple[int, ...]]:
+    r"""Simulate and score in one pass: per path :math:`i`, the running score
+    :math:`S^i_m = \sum_{n<m} s^i_n` (one :meth:`~chaosgrad.maps.Map._step_param_vjp` per step
+    gives :math:`f(x_n)` and :math:`s_n` for every parameter) and the running sum
+    :math:`A^i = \sum_m c^i_m \otimes S^i_m` over the measured steps, where
+    :math:`c_m = \Phi(x_m) - \bar\Phi_m` is centred by the mean over paths at step :math:`m`,
+    known at that step. Returns :math:`\frac{n}{n-1} A^i / (\text{number of measured steps})`,
+    shape ``(paths, m, P)``, and the shape of one value of the observable."""
+    paths, total = x.shape[0], warmup + T
+    factor = _unbias(paths)
+    pinv = None if noisy.direction is None else torch.linalg.pinv(noisy.direction)
+    S = A = out = None
+    with torch.no_grad():
+        for n in range(total):
+            if n in (0, 1, total - 1):
+                _foliation_checked(noisy, x, names, n)
+            xi = noisy.noise(x)
+            y, grads = noisy.map._step_param_vjp(x, _noise_covector(noisy, xi, pinv), n, 1)
+            s = _flatten(grads, names, 1)
+            S = s if S is None else S + s
+            x = check_finite(y + noisy.sigma * noisy.kick(xi), "state", step=n + 1)
+            if (average and n >= warmup) or n + 1 == total:
+                phi, out = _outputs(observable, x, n + 1, out)
+                term = (phi - phi.mean(0))[:, :, None] * S[:, None, :]
+                A = term if A is None else A + term
+    return factor * A / (T if average else 1), out
+
+
+def _windowed_scores(noisy: Noisy, x: Tensor, T: int, warmup: int, observable: Observable, names: list[str],
+                     W: int, blocks: int, errors: str) -> Gradient:
+    r"""The ergodic estimate for every parameter (see the Notes of :func:`kernel_derivative`):
+    the score :math:`s_n` of step :math:`n` is taken once :math:`\Phi(x_{n+1}), .., \Phi(x_{n+W})`
+    are known, from the ``W`` stored states and noises, and added to the accumulators
+    :math:`A_b = \sum_n s_n \otimes \sum_{m\in b,\, n<m\le n+W}\Phi(x_m)` and
+    :math:`B_b = \sum_n s_n\,\#\{m\in b : n<m\le n+W\}` of the blocks :math:`b` it reaches;
+    the time-mean centring is :math:`A_b - \bar\Phi \otimes B_b` at the end."""
+    paths, total = x.shape[0], warmup + T
+    if errors == "paths":
+        nblocks, edges = 1, [0, T]
+        if paths < 2:
+            raise ValueError("errors='paths' needs at least 2 independent paths (leading axes of x0); "
+                             "use errors='blocks' on one path")
+    else:
+        nblocks = max(1, min(check_whole(blocks, "blocks", 1), T))
+        edges = torch.linspace(0, T, nblocks + 1).round().long().tolist()  # as estimates.batch_means
+        if nblocks < 2:
+            raise ValueError("an error bar needs at least two blocks: pass a series of two or more values (T >= 2)")
+    block_of = [b for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])) for _ in range(lo, hi)]  # by m - warmup - 1
+    pinv = None if noisy.direction is None else torch.linalg.pinv(noisy.direction)
+    pending: deque[tuple[int, Tensor, Tensor]] = deque()  # (n, x_n, xi_n): scores waiting for W values of Phi
+    recent: deque[tuple[int, Tensor]] = deque(maxlen=W)  # (m, Phi(x_m)) of the last W measured steps
+    A: list[Tensor | None] = [None] * nblocks
+    B: list[Tensor | None] = [None] * nblocks
+    phi_total, out = 0.0, None
+
+    def settle(n: int, xn: Tensor, xin: Tensor) -> None:
+        reached = [(m, phi) for m, phi in recent if n < m <= n + W]
+        if not reached:
+            return
+        s = _flatten(noisy.map._param_vjp(xn, _noise_covector(noisy, xin, pinv), n, 1), names, 1)  # (paths, P)
+        for b in sorted({block_of[m - warmup - 1] for m, _ in reached}):
+            values = [phi for m, phi in reached if block_of[m - warmup - 1] == b]
+            weight = torch.stack(values).sum(0)  # (paths, m)
+            a = weight[:, :, None] * s[:, None, :] if errors == "paths" else weight.mT @ s
+            A[b] = a if A[b] is None else A[b] + a
+            B[b] = len(values) * s if B[b] is None else B[b] + len(values) * s
+
+    with torch.no_grad():
+        for n in range(total):
+            if n in (0, 1, total - 1):
+                _foliation_checked(noisy, x, names, n)
+            xi = noisy.noise(x)
+            if n + W > warmup:  # its window reaches a measured step
+                pending.append((n, x, xi))
+            x = check_finite(noisy.map.step(x, n) + noisy.sigma * noisy.kick(xi), "state", step=n + 1)
+            if n >= warmup:
+                phi, out = _outputs(observable, x, n + 1, out)
+                recent.append((n + 1, phi))
+                phi_total = phi_total + phi
+            while pending and pending[0][0] + W <= n + 1:
+                settle(*pending.popleft())
+        while pending:
+            settle(*pending.popleft())
+    mean = phi_total / T  # (paths, m): the time mean of each path; every block got the score of the step before it
+    if errors == "paths":
+        flat = (A[0] - mean[:, :, None] * B[0][:, None, :]) / T
+        return _gradient_paths(noisy, flat, names, out, per="path")
+    lengths = [hi - lo for lo, hi in zip(edges[:-1], edges[1:])]
+    flat = torch.stack([a - mean.mT @ b for a, b in zip(A, B)])
+    flat = flat / torch.tensor(lengths, dtype=flat.dtype)[:, None, None] / paths  # block means (nblocks, m, P)
+    value = (flat * torch.tensor(lengths, dtype=flat.dtype)[:, None, None]).sum(0) / T
+    stderr = flat.std(0, correction=1) / math.sqrt(nblocks)
+    split = lambda t: {k: v[0] for k, v in _split(t[None], noisy, names, out).items()}  # noqa: E731
+    return Gradient(split(value), split(stderr), _split(flat, noisy, names, out), None, out, {"per": "block"})
+
+
+def _path_kernel_gradient(noisy: Noisy, x0: Tensor, T: int, observable: Observable, parameter: Sequence[str] | None,
+                          alpha: float | Sequence[float] | Tensor, average: bool) -> Gradient:
+    """:func:`path_kernel_derivative` for ``parameter=None`` or a list of names: the adjoint
+    sweep derived in its Notes, in three phases."""
+    x = _check(noisy, x0, T, parameter, 0)
+    names = parameter_names(noisy.map, parameter)
+    T = int(T)
+    schedule = _schedule(noisy, alpha, T, x.dtype)
+    states, draws = _simulate(noisy, x.reshape(-1, noisy.dim), T)
+    paths = states[0].shape[0]
+    covectors = _hybrid_covectors(noisy, states, draws, observable, schedule, average, _unbias(paths))
+    out = covectors.pop()
+    flat = _adjoint_sweep(noisy, states, covectors, schedule, names)  # (m, paths, P)
+    return _gradient_paths(noisy, flat.transpose(0, 1), names, out, per="path")
+
+
+def _simulate(noisy: Noisy, x: Tensor, T: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Phase 1 of the adjoint hybrid: the noisy paths :math:`x_0..x_T` and the noises
+    :math:`\\xi_0..\\xi_{T-1}` (drawn in the order of the forward estimator)."""
+    states, draws = [x], []
+    with torch.no_grad():
+        for n in range(T):
+            xi = noisy.noise(x)
+            x = check_finite(noisy.map.step(x, n) + noisy.sigma * noisy.kick(xi), "state", step=n + 1)
+            states.append(x)
+            draws.append(xi)
+    return states, draws
+
+
+def _hybrid_covectors(noisy: Noisy, states: list[Tensor], draws: list[Tensor], observable: Observable,
+                      schedule: Tensor, average: bool, factor: float) -> list:
+    r"""Phase 2 of the adjoint hybrid: the covectors :math:`a_n` on :math:`u_n`, ``n = 0..T-1``,
+    each of shape ``(m, paths, dim)``, with the shape of one value of the observable appended:
+    :math:`a_n = w_{n+1}(1-\alpha_n)\nabla\Phi(x_{n+1}) + \alpha_n K_n\,\xi_n/\sigma` with
+    :math:`K_n = \sum_{m>n} k_m`, :math:`k_m = \frac{n}{n-1} w_m (\Phi(x_m) - \bar\Phi_m)`."""
+    T = len(draws)
+    measured = range(1, T + 1) if average else [T]
+    weight = 1.0 / T if average else 1.0
+    values, gradients, out = {}, {}, None
+    for m in measured:
+        values[m], gradients[m], out = _outputs_with_gradient(observable, states[m], m, out)
+    covectors, K = [None] * T, torch.zeros_like(values[T])  # K: (paths, m)
+    for n in range(T - 1, -1, -1):
+        if n + 1 in values:
+            K = K + factor * weight * (values[n + 1] - values[n + 1].mean(0))
+        a = weight * (1 - schedule[n]) * gradients[n + 1] if n + 1 in gradients else 0.0
+        if schedule[n] > 0:
+            a = a + schedule[n] * K.mT[:, :, None] * draws[n] / noisy.sigma
+        covectors[n] = torch.as_tensor(a).expand(K.shape[1], *states[n].shape)
+    return covectors + [out]
+
+
+def _adjoint_sweep(noisy: Noisy, states: list[Tensor], covectors: list[Tensor], schedule: Tensor,
+                   names: list[str]) -> Tensor:
+    r"""Phase 3 of the adjoint hybrid: :math:`\lambda_{T-1} = a_{T-1}`,
+    :math:`\lambda_n = a_n + (1-\alpha_n)\,Df(x_{n+1})^\top\lambda_{n+1}`, and the gradient
+    :math:`\sum_n (\partial_\gamma f(x_n))^\top\lambda_n` per output and path, ``(m, paths, P)``:
+    one :meth:`~chaosgrad.maps.Map._vjp_param_vjp` per step (a :meth:`~chaosgrad.maps.Map._param_vjp` at
+    step 0)."""
+    T = len(covectors)
+    lam, total = covectors[T - 1], None
+    with torch.no_grad():
+        for n in range(T - 1, -1, -1):
+            x = states[n].expand_as(lam)
+            if n > 0:
+                pulled, grads = noisy.map._vjp_param_vjp(x, lam, n, 2)
+            else:
+                grads = noisy.map._param_vjp(x, lam, n, 2)
+            g = _flatten(grads, names, 2)
+            total = g if total is None else total + g
+            if n > 0:
+                lam = check_finite(covectors[n - 1] + (1 - schedule[n - 1]) * pulled, "adjoint covector", step=n - 1)
+    return total
 
 
 @dataclass(frozen=True)
