@@ -39,6 +39,7 @@ References
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,7 +126,7 @@ class NeuralMap(Map):
     def __init__(self, dim: int, widths: Sequence[int] = (32, 24), dt: float = 0.01, *, in_shift: Any = 0.0,
                  in_scale: Any = 1.0, out_scale: Any = 1.0, seed: int = 0, output_gain: float = 0.1) -> None:
         super().__init__()
-        if isinstance(dim, bool) or int(dim) != dim or dim < 1:
+        if not _whole_positive(dim):
             raise ValueError(f"dim must be a whole number >= 1 (the length of the state); got dim = {dim!r}")
         self.dim = int(dim)
         self.widths = _check_widths(widths)
@@ -255,9 +256,12 @@ class NeuralMap(Map):
 
     # -- the map and its derivatives ------------------------------------------------------
     def step(self, x: Tensor, n: int = 0) -> Tensor:
+        """One Euler step of the network's field, for states ``(..., dim)`` (``n`` is ignored)."""
         return self._forward(x)[0]
 
     def _step_jvp(self, x: Tensor, V: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        r"""(:math:`f(x)`, :math:`Df(x)\,V`) sharing one forward pass; the tangent pass runs from the input
+        layer, one matrix product per layer for all members and columns."""
         y, inputs = self._forward(x)
         T = V.mT / self.in_scale  # rows (..., k, dim): each layer is one matrix product
         layers = self._layers()
@@ -270,6 +274,7 @@ class NeuralMap(Map):
         return self._step_jvp(x, V, n)[1]
 
     def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        r""":math:`Df(x)^\top W` for columns ``W`` ``(..., dim, k)``: one forward pass, one reverse pass."""
         _, inputs = self._forward(x)
         return W + self._reverse(inputs, W.mT, state=True)[1].mT
 
@@ -304,16 +309,27 @@ class NeuralMap(Map):
         return self._step_param_vjp(x, w, n, keep)[1]
 
     def _step_param_vjp(self, x: Tensor, w: Tensor, n: int, keep: int) -> tuple[Tensor, dict[str, Tensor]]:
-        x, w = torch.broadcast_tensors(x, w)
-        y, inputs = self._forward(x)
-        cotangents, _ = self._reverse(inputs, w.unsqueeze(-2), state=False)
-        return y, self._gradients(inputs, [g.squeeze(-2) for g in cotangents], keep)
+        r"""(:math:`f(x)`, the gradients :math:`\sum g_l z_l^\top` and :math:`\sum g_l` of
+        :math:`\langle w, f\rangle` for every parameter) from one forward and one reverse pass, summed over
+        the members after the first ``keep`` ensemble axes (see :meth:`Map.param_vjp
+        <chaosgrad.maps.Map.param_vjp>`)."""
+        y, _, grads = self._backpropagate(x, w, keep, state=False)
+        return y, grads
 
     def _vjp_param_vjp(self, x: Tensor, w: Tensor, n: int, keep: int) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""(:math:`Df(x)^\top w`, the parameter gradients of :math:`\langle w, f\rangle`) from one shared
+        reverse pass: one step of backpropagation with respect to the state and every parameter."""
+        _, pulled, grads = self._backpropagate(x, w, keep, state=True)
+        return pulled, grads
+
+    def _backpropagate(self, x: Tensor, w: Tensor, keep: int, state: bool) -> tuple[Tensor, Tensor | None, dict]:
+        r"""(:math:`f(x)`, :math:`Df^\top w` if ``state`` else ``None``, the parameter gradients) for one
+        covector ``w`` per member: one forward pass and one reverse pass."""
         x, w = torch.broadcast_tensors(x, w)
-        _, inputs = self._forward(x)
-        cotangents, pulled = self._reverse(inputs, w.unsqueeze(-2), state=True)
-        return w + pulled.squeeze(-2), self._gradients(inputs, [g.squeeze(-2) for g in cotangents], keep)
+        y, inputs = self._forward(x)
+        cotangents, pulled = self._reverse(inputs, w.unsqueeze(-2), state)
+        grads = self._gradients(inputs, [g.squeeze(-2) for g in cotangents], keep)
+        return y, None if pulled is None else w + pulled.squeeze(-2), grads
 
 
 def _check_widths(widths: Any) -> tuple[int, ...]:
@@ -322,6 +338,12 @@ def _check_widths(widths: Any) -> tuple[int, ...]:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
         raise ValueError(message)
     for width in widths:
-        if isinstance(width, bool) or not isinstance(width, (int, float)) or int(width) != width or width < 1:
+        if not _whole_positive(width):
             raise ValueError(message)
     return tuple(int(width) for width in widths)
+
+
+def _whole_positive(value: Any) -> bool:
+    """Whether ``value`` is a whole number >= 1 (an int, NumPy integer or whole float; not a bool)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            and value == int(value) >= 1)
