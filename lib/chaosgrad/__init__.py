@@ -10,9 +10,11 @@ from . import (
     adjoint,
     covariant,
     estimates,
+    gradients,
     kernel,
     lyapunov,
     meanfield,
+    models,
     networks,
     plotting,
     shadowing,
@@ -28,8 +30,10 @@ from .covariant import (
     principal_angles,
 )
 from .estimates import Estimate, pm
+from .gradients import Cost, Gradient, average_gradient
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
+from .models import NeuralMap
 from .shadowing import ShadowingResult, nilsas
 from .validation import NonFiniteStateError
 
@@ -37,25 +41,31 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackpropGrowth",
+    "Cost",
     "CovariantVectors",
     "Estimate",
+    "Gradient",
     "LyapunovResult",
     "Map",
+    "NeuralMap",
     "NonFiniteStateError",
     "ShadowingResult",
     "activations",
     "adjoint",
     "adjoint_lyapunov_spectrum",
+    "average_gradient",
     "backprop_growth",
     "covariant",
     "covariant_lyapunov_vectors",
     "duality_errors",
     "estimates",
+    "gradients",
     "kaplan_yorke_dimension",
     "kernel",
     "lyapunov",
     "lyapunov_spectrum",
     "meanfield",
+    "models",
     "networks",
     "nilsas",
     "parameter",
