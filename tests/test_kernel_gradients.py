@@ -85,10 +85,11 @@ def assert_same(estimate, scalar):
                                      {"window": 25, "blocks": 5}])
 def test_kernel_directional_derivatives_are_the_scalar_estimator_on_the_line(options):
     """Along three random unit directions v, <grad, v> is kernel_derivative on Line(map, v),
-    the same noise (seed), to rounding; values and error bars (per path, or per block for the
-    window: T = 20 in 5 blocks of 4 steps, so the mean of the block means is the value)."""
+    the same noise (seed), to rounding; values and error bars (per path with groups=None, or
+    per block for the window: T = 20 in 5 blocks of 4 steps, so the mean of the block means is
+    the value)."""
     net, x0, sigma = TinyMLP(), start(30), 0.1
-    gradient = kernel_derivative(Noisy(net, sigma, seed=1), x0, 20, activity, None, **options)
+    gradient = kernel_derivative(Noisy(net, sigma, seed=1), x0, 20, activity, None, groups=None, **options)
     assert isinstance(gradient, Gradient) and gradient["W1"].shape == (4, 2)
     for v in directions(net):
         scalar = kernel_derivative(Noisy(Line(net, v), sigma, seed=1), x0, 20, activity, "t", **options)
@@ -101,7 +102,8 @@ def test_hybrid_adjoint_is_the_forward_hybrid_on_the_line(alpha, average):
     """The adjoint sweep (one _vjp_param_vjp per step) gives, along each direction, the
     forward hybrid's tangent-and-score estimate on Line(map, v) with the same noise."""
     net, x0, sigma = TinyMLP(seed=2), start(20, seed=1), 0.1
-    gradient = path_kernel_derivative(Noisy(net, sigma, seed=3), x0, 12, activity, None, alpha, average=average)
+    gradient = path_kernel_derivative(Noisy(net, sigma, seed=3), x0, 12, activity, None, alpha, average=average,
+                                      groups=None)
     for v in directions(net, seed=1):
         scalar = path_kernel_derivative(Noisy(Line(net, v), sigma, seed=3), x0, 12, activity, "t", alpha,
                                         average=average)
@@ -113,12 +115,13 @@ def test_estimates_agree_with_finite_differences():
     kernel differentiation and the hybrid (alpha = 0.5) along a random direction agree with
     central differences on Line(map, v) (h = 1e-3, common random numbers, whose error bar is
     tiny on this stable map) within 3 combined standard errors; 1500 paths give kernel
-    differentiation an error bar near 0.03."""
+    differentiation an error bar near 0.007 (over 100 groups of 15 paths: nearly Gaussian)."""
     net, x0, sigma = TinyMLP(seed=4), start(1500, seed=2), 0.2
     v = directions(net, count=1, seed=3)[0]
     reference = finite_difference(lambda t: Noisy(Line(net, v, t), sigma, seed=7), 0.0, 1e-3, x0, 8, activity)
-    for estimate in (kernel_derivative(Noisy(net, sigma, seed=5), x0, 8, activity, None, average=True),
-                     path_kernel_derivative(Noisy(net, sigma, seed=6), x0, 8, activity, None, 0.5, average=True)):
+    for estimate in (kernel_derivative(Noisy(net, sigma, seed=5), x0, 8, activity, None, average=True, groups=100),
+                     path_kernel_derivative(Noisy(net, sigma, seed=6), x0, 8, activity, None, 0.5, average=True,
+                                            groups=100)):
         along = estimate.along(v)
         assert abs(along.value - reference.value) < 3 * math.hypot(along.stderr, reference.stderr)
 
@@ -130,7 +133,7 @@ def test_ar1_with_a_weight_matrix_gives_the_exact_derivatives():
     standard error near 0.03: a 3-sigma band fails by chance once in 370 runs."""
     a, b, T = 0.5, 0.2, 10
     gradient = kernel_derivative(Noisy(MatrixAR1(a, b), 0.3, seed=8), torch.zeros(20000, 1, dtype=F64), T,
-                                 lambda x: x[..., 0], None)
+                                 lambda x: x[..., 0], None, groups=None)
     assert gradient["weight"].shape == (1, 1) and gradient["bias"].shape == (1,)
     exact = {"bias": (1,), "weight": (1, 1)}
     values = {"bias": 1.998046875, "weight": b * sum(n * a ** (n - 1) for n in range(1, T))}
@@ -163,7 +166,7 @@ def test_foliated_noise_scores_the_parameters_inside_its_span_and_refuses_the_ot
     shifted = Shifted()
     for options in ({}, {"average": True}, {"window": 3}):
         gradient = kernel_derivative(Noisy(shifted, 0.2, seed=9, direction=b), x0, 10, lambda x: x @ c, ["shift"],
-                                     **options)
+                                     groups=None, **options)
         v = {"shift": torch.tensor([1.0], dtype=F64)}
         scalar = kernel_derivative(Noisy(Line(shifted, v), 0.2, seed=9, direction=b), x0, 10, lambda x: x @ c, "t",
                                    **options)
@@ -180,7 +183,7 @@ def test_vector_observable_is_each_scalar_observable():
     pair = lambda x: torch.stack([x[..., 0], x[..., 1] ** 2], -1)  # noqa: E731
     singles = [lambda x: x[..., 0], lambda x: x[..., 1] ** 2]
     runs = [lambda obs: kernel_derivative(Noisy(net, 0.1, seed=10), x0, 9, obs, ["W2", "b1"], average=True),
-            lambda obs: kernel_derivative(Noisy(net, 0.1, seed=10), x0, 30, obs, ["W2", "b1"], window=5),
+            lambda obs: kernel_derivative(Noisy(net, 0.1, seed=10), x0, 30, obs, ["W2", "b1"], window=5, blocks=3),
             lambda obs: path_kernel_derivative(Noisy(net, 0.1, seed=10), x0, 9, obs, ["W2", "b1"], 0.4,
                                                average=True)]
     for run in runs:
@@ -191,6 +194,43 @@ def test_vector_observable_is_each_scalar_observable():
             for name in ("W2", "b1"):
                 torch.testing.assert_close(both[name][j], one[name], rtol=1e-10, atol=1e-12)
                 torch.testing.assert_close(both.stderr[name][j], one.stderr[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups", [4, 7])
+def test_groups_of_paths_are_the_means_of_the_per_path_samples(groups):
+    """groups=G: the value is the per-path estimate's (the same sums, grouped), and the samples
+    are the means of G groups of consecutive paths (28 paths: 4 groups of 7, or 7 of 4) of
+    the per-path samples, for kernel differentiation and the hybrid."""
+    net, x0 = TinyMLP(seed=6), start(28, seed=5)
+    runs = [lambda g: kernel_derivative(Noisy(net, 0.1, seed=11), x0, 10, activity, None, average=True, groups=g),
+            lambda g: kernel_derivative(Noisy(net, 0.1, seed=11), x0, 30, activity, None, window=4, errors="paths",
+                                        groups=g),
+            lambda g: path_kernel_derivative(Noisy(net, 0.1, seed=11), x0, 10, activity, None, 0.3, groups=g)]
+    for run in runs:
+        grouped, single = run(groups), run(None)
+        assert grouped.info["per"] == "group" and grouped.samples["W1"].shape == (groups, 4, 2)
+        for name in net.params():
+            torch.testing.assert_close(grouped[name], single[name], rtol=1e-10, atol=1e-12)
+            means = single.samples[name].reshape(groups, -1, *single[name].shape).mean(1)
+            torch.testing.assert_close(grouped.samples[name], means, rtol=1e-10, atol=1e-12)
+
+
+class StepByStepMLP(TinyMLP):
+    """The same network declared non-autonomous: its parameter vjps are taken one step per call."""
+
+    autonomous = False
+
+
+@pytest.mark.parametrize("options", [{"average": True}, {"window": 3, "blocks": 4}])
+def test_many_steps_per_call_equal_one_step_per_call(options):
+    """On an autonomous map the stored states of many steps go into one parameter vjp; the
+    same estimate as one call per step, to rounding."""
+    x0 = start(12, seed=6)
+    runs = [kernel_derivative(Noisy(cls(seed=7), 0.1, seed=12), x0, 16, activity, None, groups=3, **options)
+            for cls in (TinyMLP, StepByStepMLP)]
+    for name in runs[0]:
+        torch.testing.assert_close(runs[0][name], runs[1][name], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(runs[0].stderr[name], runs[1].stderr[name], rtol=1e-10, atol=1e-12)
 
 
 def test_one_parameter_gradient_per_step_and_path():
@@ -215,6 +255,8 @@ def test_one_parameter_gradient_per_step_and_path():
      "Stack several statistics"),
     (lambda n, x: path_kernel_derivative(n, x, 5, activity, ["b3"], 0.5), KeyError, "it has \\['W1', 'W2', 'b1'"),
     (lambda n, x: kernel_derivative(n, x[:1], 5, activity, None), ValueError, "at least 2 independent paths"),
+    (lambda n, x: kernel_derivative(n, x, 5, activity, None, groups=1), ValueError,
+     "groups must be a whole number >= 2"),
 ])
 def test_bad_input_is_named(call, error, message):
     with pytest.raises(error, match=message):

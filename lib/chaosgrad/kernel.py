@@ -37,7 +37,6 @@ A. Ni, arXiv:2503.00718 (the path-kernel method).
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -171,6 +170,7 @@ def kernel_derivative(
     warmup: int = 0,
     blocks: int = 20,
     errors: str = "blocks",
+    groups: int | None = 20,
 ) -> Estimate | Gradient:
     r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` (or of the average of :math:`\Phi(x_1..x_T)`)
     with respect to a scalar parameter, or to every parameter at once, by kernel differentiation.
@@ -213,6 +213,14 @@ def kernel_derivative(
         ``"paths"`` for the spread of the per-path estimates over independent paths (needs at
         least two); ``samples`` then holds one estimate per path, whose variance falls like
         :math:`W/T` once :math:`T` exceeds the correlation time.
+    groups
+        All-parameter version only (ignored for a single name): the samples behind the error
+        bar are the means over ``min(groups, paths)`` groups of consecutive paths (nearly equal
+        sizes; the value is the mean over all paths and the error bar their batch-means
+        standard error, as :func:`~chaosgrad.estimates.batch_means`), so that the parameter
+        gradients are summed within a group in one reverse pass and their cost does not grow
+        with the number of parameters. ``None``: one sample per path, the scalar estimator's
+        error bar exactly, at a cost of paths :math:`\times P` per step.
 
     Returns
     -------
@@ -222,9 +230,10 @@ def kernel_derivative(
         the estimate by the factor :math:`1 - 1/n`; it is multiplied by :math:`n/(n-1)`.
         For ``parameter=None`` or a list: a :class:`~chaosgrad.gradients.Gradient` whose
         ``value[name]`` has shape ``(*output, *param.shape)`` (``output`` is ``()`` or
-        ``(m,)``), with ``samples`` one per path (``info["per"] == "path"``), or one per block
-        for the ergodic version's ``errors="blocks"`` (``info["per"] == "block"``; the value is
-        then the mean weighted by the block lengths, as :func:`~chaosgrad.estimates.batch_means`).
+        ``(m,)``), with ``samples`` one per group of paths (``info["per"] == "group"``, their sizes
+        in ``info["sizes"]``), or one per block for the ergodic version's ``errors="blocks"``
+        (``info["per"] == "block"``); the value is the mean weighted by the sizes, as
+        :func:`~chaosgrad.estimates.batch_means`.
         Its directional derivatives equal the scalar estimates on
         :class:`~chaosgrad.gradients.Line` with the same noise.
 
@@ -253,29 +262,30 @@ def kernel_derivative(
     (foliated noise :math:`x_{n+1} = f(x_n) + \sigma B\xi_n`: :math:`w_n = (B^+)^\top\xi_n/\sigma`, since
     the score is :math:`\langle c_n, \xi_n\rangle/\sigma` with :math:`B c_n = \partial_\gamma f`; valid only
     where :math:`\partial_\gamma f` lies in span(:math:`B`), which is checked for each named parameter
-    along a random direction by :meth:`~chaosgrad.maps.Map.param_jvp` at steps 0, 1 and the last),
-    taken per path by :meth:`~chaosgrad.maps.Map._step_param_vjp` together with the step. The sums
-    are arranged so that nothing of size :math:`T \times` paths :math:`\times P` is stored:
+    along a random direction by :meth:`~chaosgrad.maps.Map.param_jvp` at steps 0, 1 and the last).
+    Every estimate above is, per path :math:`i`, a sum :math:`\sum_n \omega^i_n \otimes s^i_n` whose
+    weights come from the observable alone, so nothing of size paths :math:`\times P` per step is
+    formed: the paths are simulated and their states and noises stored (*simulate*), the weights
+    computed (*centre*), and :math:`(\partial_\gamma f(x^i_n))^\top(\omega^i_n w^i_n)` summed over the
+    paths of each group in one parameter vjp per stored state (*summarise*; one reverse pass per
+    group and output, many steps per call on an autonomous map). The weights:
 
-    - ``average=False``: the running score :math:`S^i = \sum_n s^i_n` per path, times
-      :math:`\frac{n}{n-1}(\Phi^i_T - \bar\Phi_T)` at the end.
-    - ``average=True``: :math:`\frac1T\sum_m c^i_m S^i_m` with :math:`c_m = \Phi(x_m) - \bar\Phi_m`
-      centred over paths at step :math:`m`, known then: a running sum beside the running score.
-    - ``window=W``: with :math:`R_m = S_m - S_{m-W} = \sum_{m-W\le n<m} s_n` and the time mean
+    - ``average=False``: :math:`\omega^i_n = \frac{n}{n-1}(\Phi^i_T - \bar\Phi_T)` for every step.
+    - ``average=True``: :math:`\frac1T\sum_m c^i_m S^i_m`, :math:`c_m = \Phi(x_m) - \bar\Phi_m` centred
+      over paths at step :math:`m`, is :math:`\sum_n s_n \omega_n` with the suffix sums
+      :math:`\omega^i_n = \frac{n}{n-1}\frac1T\sum_{m>n} c^i_m`.
+    - ``window=W``: with :math:`S_m - S_{m-W} = \sum_{m-W\le n<m} s_n` and the time mean
       :math:`\langle\Phi\rangle^i` of path :math:`i`,
+      :math:`\sum_{m\in b}(\Phi_m - \langle\Phi\rangle)(S_m - S_{m-W}) = \sum_n s_n
+      \sum_{m\in b,\,n<m\le n+W}(\Phi_m - \langle\Phi\rangle)` for a block :math:`b` of measured
+      steps (all of them with ``errors="paths"``): the scores of the steps whose windows reach
+      :math:`b`, weighted by the centred values they reach; ``errors="blocks"`` takes
+      about :math:`T + \text{blocks}\cdot W` parameter vjps per path.
 
-      .. math:: \sum_{m\in b}(\Phi_m - \langle\Phi\rangle) R_m
-                = \sum_n s_n \sum_{m\in b,\,n<m\le n+W}\Phi_m
-                  - \langle\Phi\rangle \sum_n s_n\,\#\{m\in b: n<m\le n+W\}
-
-      for each block :math:`b` of measured steps (one block of all of them with
-      ``errors="paths"``): :math:`s_n` is taken once :math:`\Phi(x_{n+1}), .., \Phi(x_{n+W})` are
-      known (``W`` states and noises stored), and added with those weights to two accumulators
-      per block; the unknown time mean enters only at the end. Memory: blocks :math:`\times`
-      paths :math:`\times P`.
-
-    The per-path gradients cost paths :math:`\times P` numbers per step (the same order as the
-    step of a network); the cost in map primitives is one step and one parameter vjp per state.
+    Cost in map primitives: one step and one parameter vjp per state (a vector observable:
+    ``m`` covectors per state); memory: the stored paths, as :meth:`~chaosgrad.maps.Map.trajectory`
+    (twice). With ``groups=None`` the parameter vjps are per path, and their cost and memory
+    grow like paths :math:`\times P`.
 
     See Also
     --------
@@ -284,7 +294,7 @@ def kernel_derivative(
     chaosgrad.gradients.Gradient : the all-parameter result.
     """
     if not isinstance(parameter, str):
-        return _kernel_gradient(noisy, x0, T, observable, parameter, average, window, warmup, blocks, errors)
+        return _kernel_gradient(noisy, x0, T, observable, parameter, average, window, warmup, blocks, errors, groups)
     x = _check(noisy, x0, T, parameter, warmup)
     _check_window(window, errors)
     sigma, total = noisy.sigma, warmup + int(T)
@@ -403,6 +413,7 @@ def path_kernel_derivative(
     parameter: str | Sequence[str] | None,
     alpha: float | Sequence[float] | Tensor,
     average: bool = False,
+    groups: int | None = 20,
 ) -> Estimate | Gradient:
     r"""The derivative of :math:`\mathbb{E}\Phi(x_T)` (or of the average of :math:`\Phi(x_1..x_T)`)
     by the path-kernel hybrid.
@@ -415,10 +426,10 @@ def path_kernel_derivative(
 
     Parameters
     ----------
-    noisy, x0, T, observable, parameter
+    noisy, x0, T, observable, parameter, groups
         As :func:`kernel_derivative` (no warm-up, no window): ``parameter=None`` or a list
-        gives a :class:`~chaosgrad.gradients.Gradient` by the adjoint sweep below (per-path
-        samples), and then ``observable`` may return ``(paths, m)`` (``m`` sweeps at once).
+        gives a :class:`~chaosgrad.gradients.Gradient` by the adjoint sweep below (samples per
+        group of paths), and then ``observable`` may return ``(paths, m)`` (``m`` sweeps at once).
     alpha
         A float in ``[0, 1]``, or one value per step (length ``T``).
     average
@@ -465,7 +476,7 @@ def path_kernel_derivative(
     forward estimator on :class:`~chaosgrad.gradients.Line` with the same noise.
     """
     if not isinstance(parameter, str):
-        return _path_kernel_gradient(noisy, x0, T, observable, parameter, alpha, average)
+        return _path_kernel_gradient(noisy, x0, T, observable, parameter, alpha, average, groups)
     x = _check(noisy, x0, T, parameter, 0)
     T = int(T)
     schedule = _schedule(noisy, alpha, T, x.dtype)
@@ -496,9 +507,11 @@ def path_kernel_derivative(
 
 
 # -- every parameter at once ------------------------------------------------------------------
-# The all-parameter estimators (parameter=None or a list of names) work on the paths flattened
-# to one axis, (paths, dim), and on the named parameters' gradients flattened and concatenated
-# to one axis of P numbers per path; _gradient splits them back into a Gradient at the end.
+# The all-parameter estimators (parameter=None or a list of names) run in three phases:
+# simulate (store the states and noises), centre (the weight of each step's score per path,
+# from the observable's values), summarise (one parameter vjp per stored state of the weighted
+# noise covectors, summed over the paths of each group). Paths are flattened to one axis,
+# (paths, dim), and the named parameters' gradients to one axis of P numbers.
 
 
 def _outputs(observable: Observable, x: Tensor, step: int, shape: tuple[int, ...] | None
@@ -575,164 +588,198 @@ def _foliation_checked(noisy: Noisy, x: Tensor, names: list[str], n: int) -> Non
                      hint="; or name only the parameters that move the map inside it (parameter=[...])")
 
 
-def _gradient_paths(noisy: Noisy, flat: Tensor, names: list[str], out: tuple[int, ...], **info) -> Gradient:
-    """The mean over paths of per-path samples ``flat`` of shape ``(paths, m, P)``."""
-    if flat.shape[0] < 2:
+def _groups(paths: int, groups: int | None) -> tuple[Tensor, Tensor]:
+    """The partition of ``paths`` into ``min(groups, paths)`` groups of consecutive paths of
+    nearly equal sizes (``None``: one per path), as an index ``(G, k)`` into the paths padded
+    with one extra row (index ``paths``) where a group is shorter than ``k``, and the sizes ``(G,)``."""
+    if groups is not None and (int(groups) != groups or groups < 2):
+        raise ValueError(f"groups must be a whole number >= 2 (the samples behind the error bar) or None for one "
+                         f"per path; got groups = {groups}")
+    count = paths if groups is None else min(int(groups), paths)
+    edges = torch.linspace(0, paths, count + 1).round().long().tolist()
+    k = max(hi - lo for lo, hi in zip(edges[:-1], edges[1:]))
+    index = torch.full((count, k), paths, dtype=torch.long)
+    for g, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        index[g, : hi - lo] = torch.arange(lo, hi)
+    return index, torch.tensor([hi - lo for lo, hi in zip(edges[:-1], edges[1:])], dtype=torch.float64)
+
+
+def _grouped(t: Tensor, index: Tensor, state: bool = False) -> Tensor:
+    """``t`` of shape ``(..., paths, dim)`` rearranged to ``(..., G, k, dim)`` by :func:`_groups`'
+    index; the padding is zero for a covector and the first path for a state (``state=True``)."""
+    padded = torch.cat([t, t[..., :1, :] if state else torch.zeros_like(t[..., :1, :])], -2)
+    return padded[..., index, :]
+
+
+def _batch_gradient(noisy: Noisy, means: Tensor, weights: Tensor, names: list[str], out: tuple[int, ...],
+                    per: str) -> Gradient:
+    r"""A :class:`~chaosgrad.gradients.Gradient` from the means ``(s, m, P)`` of ``s`` groups of
+    paths (or blocks of steps) of sizes ``weights``: the value is their weighted mean (the mean
+    over every path or step), the standard error :math:`\mathrm{std}/\sqrt s`, as
+    :func:`~chaosgrad.estimates.batch_means`."""
+    if means.shape[0] < 2:
         raise ValueError("kernel_derivative needs at least 2 independent paths for an error bar "
                          "(leading axes of x0), or window=W on one long path")
-    return Gradient.of(_split(flat, noisy, names, out), out, **info)
+    value = (means * weights[:, None, None]).sum(0) / weights.sum()
+    stderr = means.std(0, correction=1) / math.sqrt(means.shape[0])
+    one = lambda t: {k: v[0] for k, v in _split(t[None], noisy, names, out).items()}  # noqa: E731
+    return Gradient(one(value), one(stderr), _split(means, noisy, names, out), None, out,
+                    {"per": per, "sizes": weights})
+
+
+def _simulate(noisy: Noisy, x: Tensor, T: int, first: int = 0, names: Sequence[str] = ()
+              ) -> tuple[list[Tensor], list[Tensor]]:
+    r"""Phase 1: the noisy paths, :math:`x_{\text{first}}..x_T` and the noises
+    :math:`\xi_{\text{first}}..\xi_{T-1}` (drawn in the order of the scalar estimators). With
+    foliated noise the parameters ``names`` are checked at steps 0, 1 and ``T - 1``."""
+    states, draws = [], []
+    with torch.no_grad():
+        for n in range(T):
+            if names and n in (0, 1, T - 1):
+                _foliation_checked(noisy, x, list(names), n)
+            xi = noisy.noise(x)
+            if n >= first:
+                states.append(x)
+                draws.append(xi)
+            x = check_finite(noisy.map.step(x, n) + noisy.sigma * noisy.kick(xi), "state", step=n + 1)
+    return states + [x], draws
 
 
 def _kernel_gradient(noisy: Noisy, x0: Tensor, T: int, observable: Observable, parameter: Sequence[str] | None,
-                     average: bool, window: int | None, warmup: int, blocks: int, errors: str) -> Gradient:
+                     average: bool, window: int | None, warmup: int, blocks: int, errors: str,
+                     groups: int | None) -> Gradient:
     """:func:`kernel_derivative` for ``parameter=None`` or a list of names (see its Notes)."""
     x = _check(noisy, x0, T, parameter, warmup)
     names = parameter_names(noisy.map, parameter)
     W = _check_window(window, errors)
     x = x.reshape(-1, noisy.dim)  # the paths along one axis (the noise is drawn in the same order)
-    if W is None:
-        flat, out = _centred_scores(noisy, x, int(T), warmup, observable, names, average)
-        return _gradient_paths(noisy, flat, names, out, per="path")
-    return _windowed_scores(noisy, x, int(T), warmup, observable, names, W, blocks, errors)
-
-
-def _centred_scores(noisy: Noisy, x: Tensor, T: int, warmup: int, observable: Observable, names: list[str],
-                    average: bool) -> tuple[Tensor, tuple[int, ...]]:
-    r"""Simulate and score in one pass: per path :math:`i`, the running score
-    :math:`S^i_m = \sum_{n<m} s^i_n` (one :meth:`~chaosgrad.maps.Map._step_param_vjp` per step
-    gives :math:`f(x_n)` and :math:`s_n` for every parameter) and the running sum
-    :math:`A^i = \sum_m c^i_m \otimes S^i_m` over the measured steps, where
-    :math:`c_m = \Phi(x_m) - \bar\Phi_m` is centred by the mean over paths at step :math:`m`,
-    known at that step. Returns :math:`\frac{n}{n-1} A^i / (\text{number of measured steps})`,
-    shape ``(paths, m, P)``, and the shape of one value of the observable."""
-    paths, total = x.shape[0], warmup + T
-    factor = _unbias(paths)
+    T, paths = int(T), x.shape[0]
+    total = warmup + T
+    index, sizes = _groups(paths, groups)
+    if W is None and paths < 2 or W is not None and errors == "paths" and paths < 2:
+        raise ValueError("kernel_derivative needs at least 2 independent paths for an error bar "
+                         "(leading axes of x0), or window=W with errors='blocks' on one long path")
+    first = 0 if W is None else max(0, warmup + 1 - W)  # earlier scores reach no measured step
+    states, draws = _simulate(noisy, x, total, first, names)
+    values, out = {}, None
+    for m in range(warmup + 1 if average or W is not None else total, total + 1):
+        values[m], out = _outputs(observable, states[m - first], m, out)
     pinv = None if noisy.direction is None else torch.linalg.pinv(noisy.direction)
-    S = A = out = None
+    covectors = [_noise_covector(noisy, xi, pinv) for xi in draws]
+    if W is not None and errors == "blocks":
+        return _blocks_gradient(noisy, states, covectors, values, first, W, blocks, names, out)
+    weights = _step_weights(values, first, total, average, W)
+    sums = _weighted_scores(noisy, states, covectors, weights, first, names, index)  # (m, G, P)
+    return _batch_gradient(noisy, sums.transpose(0, 1) / sizes[:, None, None], sizes, names, out, "group")
+
+
+def _step_weights(values: dict[int, Tensor], first: int, total: int, average: bool, W: int | None) -> list[Tensor]:
+    r"""Phase 2 (centre): the weight :math:`\omega^i_n` of the score of step :math:`n` of path
+    :math:`i`, ``(paths, m)`` for ``n = first..total-1``, such that path :math:`i`'s estimate is
+    :math:`\sum_n \omega^i_n \otimes s^i_n` (see the Notes of :func:`kernel_derivative`)."""
+    measured = sorted(values)
+    if W is None:  # c_m centred over paths, weights the suffix sums of n/(n-1) c_m / (number of measured steps)
+        factor = _unbias(values[measured[0]].shape[0]) / len(measured)
+        suffix, weights = 0.0, []
+        for n in range(total - 1, first - 1, -1):
+            if n + 1 in values:
+                suffix = suffix + factor * (values[n + 1] - values[n + 1].mean(0))
+            weights.append(suffix)
+        return weights[::-1]
+    T = len(measured)  # the window: (1/T) sum over m in (n, n + W] of Phi_m minus the path's time mean
+    phi = torch.stack([values[m] for m in measured])  # (T, paths, m)
+    centred = torch.cat([torch.zeros_like(phi[:1]), torch.cumsum(phi - phi.mean(0), 0)])  # prefix sums
+    start = measured[0]
+    weights = []
+    for n in range(first, total):
+        lo, hi = max(n + 1, start), min(n + W, total)
+        weights.append((centred[hi - start + 1] - centred[lo - start]) / T)
+    return weights
+
+
+def _blocks_gradient(noisy: Noisy, states: list[Tensor], covectors: list[Tensor], values: dict[int, Tensor],
+                     first: int, W: int, blocks: int, names: list[str], out: tuple[int, ...]) -> Gradient:
+    r"""Phases 2 and 3 of the ergodic estimate with batch-means error bars: for each block
+    :math:`b` of measured steps, :math:`\frac{1}{\text{paths}\,|b|}\sum_{m\in b}\sum_i
+    (\Phi^i_m - \langle\Phi\rangle^i)(S^i_m - S^i_{m-W})`, rearranged as the scores of the steps
+    :math:`n` whose windows :math:`(n, n+W]` reach :math:`b`, weighted by the centred values
+    they reach."""
+    measured = sorted(values)
+    T, start = len(measured), measured[0]
+    nblocks = max(1, min(check_whole(blocks, "blocks", 1), T))
+    if nblocks < 2:
+        raise ValueError("an error bar needs at least two blocks: pass a series of two or more values (T >= 2)")
+    edges = torch.linspace(0, T, nblocks + 1).round().long().tolist()  # as estimates.batch_means
+    phi = torch.stack([values[m] for m in measured])
+    centred = phi - phi.mean(0)  # (T, paths, m)
+    paths = phi.shape[1]
+    index = torch.arange(paths)[None]  # every path in one group
+    means = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        block = torch.cat([torch.zeros_like(centred[:1]), torch.cumsum(centred[lo:hi], 0)])  # prefix sums in b
+        steps = range(max(first, start + lo - W), start + hi - 1)  # n with (n, n + W] meeting b
+        weights = []
+        for n in steps:
+            a, z = max(n + 1, start + lo), min(n + W, start + hi - 1)  # m in b and in (n, n + W]
+            weights.append((block[z - start - lo + 1] - block[a - start - lo]) / (paths * (hi - lo)))
+        sums = _weighted_scores(noisy, states, covectors, weights, first, names, index, steps[0])
+        means.append(sums[:, 0])
+    lengths = torch.tensor([hi - lo for lo, hi in zip(edges[:-1], edges[1:])], dtype=torch.float64)
+    return _batch_gradient(noisy, torch.stack(means), lengths, names, out, "block")
+
+
+def _weighted_scores(noisy: Noisy, states: list[Tensor], covectors: list[Tensor], weights: list[Tensor],
+                     first: int, names: list[str], index: Tensor, begin: int | None = None) -> Tensor:
+    r"""Phase 3 (summarise): :math:`\sum_n \sum_{i\in g} \omega^i_n \otimes (\partial_\gamma f(x^i_n))^\top w^i_n`
+    for the steps ``begin, begin + 1, ..`` (one per weight; ``states[n - first]``) and each group
+    ``g`` of ``index``: shape ``(m, G, P)``. One :meth:`~chaosgrad.maps.Map._param_vjp` per step,
+    summed over the members of each group and kept per output; on an autonomous map the
+    states of many steps go into one call (about :math:`2^{20}` numbers)."""
+    begin = first if begin is None else begin
+    m = weights[0].shape[-1]
+    chunk = _deferred_steps(noisy.map, torch.empty(m, index.numel(), states[0].shape[-1]))
+    total = None
     with torch.no_grad():
-        for n in range(total):
-            if n in (0, 1, total - 1):
-                _foliation_checked(noisy, x, names, n)
-            xi = noisy.noise(x)
-            y, grads = noisy.map._step_param_vjp(x, _noise_covector(noisy, xi, pinv), n, 1)
-            s = _flatten(grads, names, 1)
-            S = s if S is None else S + s
-            x = check_finite(y + noisy.sigma * noisy.kick(xi), "state", step=n + 1)
-            if (average and n >= warmup) or n + 1 == total:
-                phi, out = _outputs(observable, x, n + 1, out)
-                term = (phi - phi.mean(0))[:, :, None] * S[:, None, :]
-                A = term if A is None else A + term
-    return factor * A / (T if average else 1), out
-
-
-def _windowed_scores(noisy: Noisy, x: Tensor, T: int, warmup: int, observable: Observable, names: list[str],
-                     W: int, blocks: int, errors: str) -> Gradient:
-    r"""The ergodic estimate for every parameter (see the Notes of :func:`kernel_derivative`):
-    the score :math:`s_n` of step :math:`n` is taken once :math:`\Phi(x_{n+1}), .., \Phi(x_{n+W})`
-    are known, from the ``W`` stored states and noises, and added to the accumulators
-    :math:`A_b = \sum_n s_n \otimes \sum_{m\in b,\, n<m\le n+W}\Phi(x_m)` and
-    :math:`B_b = \sum_n s_n\,\#\{m\in b : n<m\le n+W\}` of the blocks :math:`b` it reaches;
-    the time-mean centring is :math:`A_b - \bar\Phi \otimes B_b` at the end."""
-    paths, total = x.shape[0], warmup + T
-    if errors == "paths":
-        nblocks, edges = 1, [0, T]
-        if paths < 2:
-            raise ValueError("errors='paths' needs at least 2 independent paths (leading axes of x0); "
-                             "use errors='blocks' on one path")
-    else:
-        nblocks = max(1, min(check_whole(blocks, "blocks", 1), T))
-        edges = torch.linspace(0, T, nblocks + 1).round().long().tolist()  # as estimates.batch_means
-        if nblocks < 2:
-            raise ValueError("an error bar needs at least two blocks: pass a series of two or more values (T >= 2)")
-    block_of = [b for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])) for _ in range(lo, hi)]  # by m - warmup - 1
-    pinv = None if noisy.direction is None else torch.linalg.pinv(noisy.direction)
-    pending: deque[tuple[int, Tensor, Tensor]] = deque()  # (n, x_n, xi_n): scores waiting for W values of Phi
-    recent: deque[tuple[int, Tensor]] = deque(maxlen=W)  # (m, Phi(x_m)) of the last W measured steps
-    A: list[Tensor | None] = [None] * nblocks
-    B: list[Tensor | None] = [None] * nblocks
-    phi_total, out = 0.0, None
-
-    def settle(n: int, xn: Tensor, xin: Tensor) -> None:
-        reached = [(m, phi) for m, phi in recent if n < m <= n + W]
-        if not reached:
-            return
-        s = _flatten(noisy.map._param_vjp(xn, _noise_covector(noisy, xin, pinv), n, 1), names, 1)  # (paths, P)
-        for b in sorted({block_of[m - warmup - 1] for m, _ in reached}):
-            values = [phi for m, phi in reached if block_of[m - warmup - 1] == b]
-            weight = torch.stack(values).sum(0)  # (paths, m)
-            a = weight[:, :, None] * s[:, None, :] if errors == "paths" else weight.mT @ s
-            A[b] = a if A[b] is None else A[b] + a
-            B[b] = len(values) * s if B[b] is None else B[b] + len(values) * s
-
-    with torch.no_grad():
-        for n in range(total):
-            if n in (0, 1, total - 1):
-                _foliation_checked(noisy, x, names, n)
-            xi = noisy.noise(x)
-            if n + W > warmup:  # its window reaches a measured step
-                pending.append((n, x, xi))
-            x = check_finite(noisy.map.step(x, n) + noisy.sigma * noisy.kick(xi), "state", step=n + 1)
-            if n >= warmup:
-                phi, out = _outputs(observable, x, n + 1, out)
-                recent.append((n + 1, phi))
-                phi_total = phi_total + phi
-            while pending and pending[0][0] + W <= n + 1:
-                settle(*pending.popleft())
-        while pending:
-            settle(*pending.popleft())
-    mean = phi_total / T  # (paths, m): the time mean of each path; every block got the score of the step before it
-    if errors == "paths":
-        flat = (A[0] - mean[:, :, None] * B[0][:, None, :]) / T
-        return _gradient_paths(noisy, flat, names, out, per="path")
-    lengths = [hi - lo for lo, hi in zip(edges[:-1], edges[1:])]
-    flat = torch.stack([a - mean.mT @ b for a, b in zip(A, B)])
-    flat = flat / torch.tensor(lengths, dtype=flat.dtype)[:, None, None] / paths  # block means (nblocks, m, P)
-    value = (flat * torch.tensor(lengths, dtype=flat.dtype)[:, None, None]).sum(0) / T
-    stderr = flat.std(0, correction=1) / math.sqrt(nblocks)
-    split = lambda t: {k: v[0] for k, v in _split(t[None], noisy, names, out).items()}  # noqa: E731
-    return Gradient(split(value), split(stderr), _split(flat, noisy, names, out), None, out, {"per": "block"})
+        for lo in range(0, len(weights), chunk):
+            hi = min(lo + chunk, len(weights))
+            # the c steps side by side: states (paths, c, dim) -> (G, k c, dim), covectors -> (m, G, k c, dim)
+            xs = torch.stack([states[begin - first + j] for j in range(lo, hi)], -2)
+            ws = torch.stack([weights[j].mT[:, :, None] * covectors[begin - first + j] for j in range(lo, hi)], -2)
+            x = _grouped(xs.flatten(-2), index, state=True).unflatten(-1, xs.shape[-2:]).flatten(-3, -2)
+            w = _grouped(ws.flatten(-2), index).unflatten(-1, ws.shape[-2:]).flatten(-3, -2)
+            g = _flatten(noisy.map._param_vjp(x.expand_as(w), w, begin + lo, 2), names, 2)
+            total = g if total is None else total + g
+    return total
 
 
 def _path_kernel_gradient(noisy: Noisy, x0: Tensor, T: int, observable: Observable, parameter: Sequence[str] | None,
-                          alpha: float | Sequence[float] | Tensor, average: bool) -> Gradient:
+                          alpha: float | Sequence[float] | Tensor, average: bool, groups: int | None) -> Gradient:
     """:func:`path_kernel_derivative` for ``parameter=None`` or a list of names: the adjoint
     sweep derived in its Notes, in three phases."""
     x = _check(noisy, x0, T, parameter, 0)
     names = parameter_names(noisy.map, parameter)
     T = int(T)
     schedule = _schedule(noisy, alpha, T, x.dtype)
-    states, draws = _simulate(noisy, x.reshape(-1, noisy.dim), T)
-    paths = states[0].shape[0]
-    covectors = _hybrid_covectors(noisy, states, draws, observable, schedule, average, _unbias(paths))
-    out = covectors.pop()
-    flat = _adjoint_sweep(noisy, states, covectors, schedule, names)  # (m, paths, P)
-    return _gradient_paths(noisy, flat.transpose(0, 1), names, out, per="path")
-
-
-def _simulate(noisy: Noisy, x: Tensor, T: int) -> tuple[list[Tensor], list[Tensor]]:
-    """Phase 1 of the adjoint hybrid: the noisy paths :math:`x_0..x_T` and the noises
-    :math:`\\xi_0..\\xi_{T-1}` (drawn in the order of the forward estimator)."""
-    states, draws = [x], []
-    with torch.no_grad():
-        for n in range(T):
-            xi = noisy.noise(x)
-            x = check_finite(noisy.map.step(x, n) + noisy.sigma * noisy.kick(xi), "state", step=n + 1)
-            states.append(x)
-            draws.append(xi)
-    return states, draws
+    x = x.reshape(-1, noisy.dim)
+    if x.shape[0] < 2:
+        raise ValueError("path_kernel_derivative needs at least 2 independent paths (leading axes of x0)")
+    index, sizes = _groups(x.shape[0], groups)
+    states, draws = _simulate(noisy, x, T)
+    covectors, out = _hybrid_covectors(noisy, states, draws, observable, schedule, average, _unbias(x.shape[0]))
+    sums = _adjoint_sweep(noisy, states, covectors, schedule, names, index)  # (m, G, P)
+    return _batch_gradient(noisy, sums.transpose(0, 1) / sizes[:, None, None], sizes, names, out, "group")
 
 
 def _hybrid_covectors(noisy: Noisy, states: list[Tensor], draws: list[Tensor], observable: Observable,
-                      schedule: Tensor, average: bool, factor: float) -> list:
+                      schedule: Tensor, average: bool, factor: float) -> tuple[list[Tensor], tuple[int, ...]]:
     r"""Phase 2 of the adjoint hybrid: the covectors :math:`a_n` on :math:`u_n`, ``n = 0..T-1``,
-    each of shape ``(m, paths, dim)``, with the shape of one value of the observable appended:
+    each of shape ``(m, paths, dim)``, and the shape of one value of the observable:
     :math:`a_n = w_{n+1}(1-\alpha_n)\nabla\Phi(x_{n+1}) + \alpha_n K_n\,\xi_n/\sigma` with
     :math:`K_n = \sum_{m>n} k_m`, :math:`k_m = \frac{n}{n-1} w_m (\Phi(x_m) - \bar\Phi_m)`."""
     T = len(draws)
-    measured = range(1, T + 1) if average else [T]
     weight = 1.0 / T if average else 1.0
     values, gradients, out = {}, {}, None
-    for m in measured:
+    for m in range(1, T + 1) if average else [T]:
         values[m], gradients[m], out = _outputs_with_gradient(observable, states[m], m, out)
     covectors, K = [None] * T, torch.zeros_like(values[T])  # K: (paths, m)
     for n in range(T - 1, -1, -1):
@@ -742,21 +789,22 @@ def _hybrid_covectors(noisy: Noisy, states: list[Tensor], draws: list[Tensor], o
         if schedule[n] > 0:
             a = a + schedule[n] * K.mT[:, :, None] * draws[n] / noisy.sigma
         covectors[n] = torch.as_tensor(a).expand(K.shape[1], *states[n].shape)
-    return covectors + [out]
+    return covectors, out
 
 
 def _adjoint_sweep(noisy: Noisy, states: list[Tensor], covectors: list[Tensor], schedule: Tensor,
-                   names: list[str]) -> Tensor:
+                   names: list[str], index: Tensor) -> Tensor:
     r"""Phase 3 of the adjoint hybrid: :math:`\lambda_{T-1} = a_{T-1}`,
-    :math:`\lambda_n = a_n + (1-\alpha_n)\,Df(x_{n+1})^\top\lambda_{n+1}`, and the gradient
-    :math:`\sum_n (\partial_\gamma f(x_n))^\top\lambda_n` per output and path, ``(m, paths, P)``:
-    one :meth:`~chaosgrad.maps.Map._vjp_param_vjp` per step (a :meth:`~chaosgrad.maps.Map._param_vjp` at
-    step 0)."""
+    :math:`\lambda_n = a_n + (1-\alpha_n)\,Df(x_{n+1})^\top\lambda_{n+1}`, and
+    :math:`\sum_n (\partial_\gamma f(x_n))^\top\lambda_n` summed over the paths of each group of
+    ``index``, ``(m, G, P)``: one :meth:`~chaosgrad.maps.Map._vjp_param_vjp` per step (a
+    :meth:`~chaosgrad.maps.Map._param_vjp` at step 0), on the paths laid out by group (padding
+    paths carry a zero covector)."""
     T = len(covectors)
-    lam, total = covectors[T - 1], None
+    lam, total = _grouped(covectors[T - 1], index), None
     with torch.no_grad():
         for n in range(T - 1, -1, -1):
-            x = states[n].expand_as(lam)
+            x = _grouped(states[n], index, state=True).expand_as(lam)
             if n > 0:
                 pulled, grads = noisy.map._vjp_param_vjp(x, lam, n, 2)
             else:
@@ -764,7 +812,8 @@ def _adjoint_sweep(noisy: Noisy, states: list[Tensor], covectors: list[Tensor], 
             g = _flatten(grads, names, 2)
             total = g if total is None else total + g
             if n > 0:
-                lam = check_finite(covectors[n - 1] + (1 - schedule[n - 1]) * pulled, "adjoint covector", step=n - 1)
+                pulled = check_finite(pulled, "adjoint covector", step=n)
+                lam = _grouped(covectors[n - 1], index) + (1 - schedule[n - 1]) * pulled
     return total
 
 
