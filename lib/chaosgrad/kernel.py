@@ -686,15 +686,23 @@ def _step_weights(values: dict[int, Tensor], first: int, total: int, average: bo
                 suffix = suffix + factor * (values[n + 1] - values[n + 1].mean(0))
             weights.append(suffix)
         return weights[::-1]
-    T = len(measured)  # the window: (1/T) sum over m in (n, n + W] of Phi_m minus the path's time mean
-    phi = torch.stack([values[m] for m in measured])  # (T, paths, m)
-    centred = torch.cat([torch.zeros_like(phi[:1]), torch.cumsum(phi - phi.mean(0), 0)])  # prefix sums
-    start = measured[0]
+    phi = torch.stack([values[m] for m in measured])  # the window: every measured step in one block
+    return _window_weights(phi - phi.mean(0), measured[0], 0, len(measured), first, W, 1 / len(measured))[1]
+
+
+def _window_weights(centred: Tensor, start: int, lo: int, hi: int, first: int, W: int, scale: float
+                    ) -> tuple[range, list[Tensor]]:
+    r"""The steps :math:`n` whose windows :math:`(n, n+W]` meet the measured steps
+    ``start + lo .. start + hi - 1`` (``centred[j]`` is :math:`\Phi - \langle\Phi\rangle` at step
+    ``start + j``), and their weights: ``scale`` times the sum of ``centred`` over the steps of the
+    window in that range, from prefix sums."""
+    prefix = torch.cat([torch.zeros_like(centred[:1]), torch.cumsum(centred[lo:hi], 0)])
+    steps = range(max(first, start + lo - W), start + hi - 1)
     weights = []
-    for n in range(first, total):
-        lo, hi = max(n + 1, start), min(n + W, total)
-        weights.append((centred[hi - start + 1] - centred[lo - start]) / T)
-    return weights
+    for n in steps:  # the window's first and last measured step in the range, as indices into centred[lo:hi]
+        a, z = max(n + 1, start + lo) - start - lo, min(n + W, start + hi - 1) - start - lo
+        weights.append(scale * (prefix[z + 1] - prefix[a]))
+    return steps, weights
 
 
 def _blocks_gradient(noisy: Noisy, states: list[Tensor], covectors: list[Tensor], values: dict[int, Tensor],
@@ -716,12 +724,7 @@ def _blocks_gradient(noisy: Noisy, states: list[Tensor], covectors: list[Tensor]
     index = torch.arange(paths)[None]  # every path in one group
     means = []
     for lo, hi in zip(edges[:-1], edges[1:]):
-        block = torch.cat([torch.zeros_like(centred[:1]), torch.cumsum(centred[lo:hi], 0)])  # prefix sums in b
-        steps = range(max(first, start + lo - W), start + hi - 1)  # n with (n, n + W] meeting b
-        weights = []
-        for n in steps:
-            a, z = max(n + 1, start + lo), min(n + W, start + hi - 1)  # m in b and in (n, n + W]
-            weights.append((block[z - start - lo + 1] - block[a - start - lo]) / (paths * (hi - lo)))
+        steps, weights = _window_weights(centred, start, lo, hi, first, W, 1 / (paths * (hi - lo)))
         sums = _weighted_scores(noisy, states, covectors, weights, first, names, index, steps[0])
         means.append(sums[:, 0])
     lengths = torch.tensor([hi - lo for lo, hi in zip(edges[:-1], edges[1:])], dtype=torch.float64)
