@@ -26,12 +26,18 @@ whose term of lag :math:`d = m - n` carries :math:`d - 1` Jacobians. The remedie
 estimate finite and make it biased: clipping the adjoint (rescale :math:`\psi_n` to norm at
 most ``clip`` at every step), clipping the total (``clip_total``: the per-orbit derivative
 clamped to :math:`[-c, c]`, which is what ``torch.nn.utils.clip_grad_norm_`` does to one
-scalar parameter), block truncation (drop the propagated part of :math:`\psi` every
+scalar parameter; for several parameters, the per-orbit gradient rescaled to norm at most
+:math:`c`), block truncation (drop the propagated part of :math:`\psi` every
 ``truncate`` steps: truncated backpropagation through time on non-overlapping windows) and
 sliding-window truncation (keep exactly the terms of lag :math:`d \le K`,
 :func:`lag_contributions`). Block truncation with windows of :math:`\tau` steps is the
 ensemble adjoint of Lea, Allen & Haine (2000) (:func:`ensemble_adjoint`) with its windows
 taken one after another along one orbit.
+
+Every parameter at once (``parameter=None`` or a list of names, tensors included): the
+pairing :math:`(\partial f_n/\partial\gamma)^\top\psi_{n+1}` is one reverse-mode parameter
+gradient per step for all of them, fused with the adjoint step, so the cost does not grow
+with their number; the result is a :class:`~chaosgrad.gradients.Gradient` over the members.
 
 The reference is a central difference of :math:`J_T` over an ensemble of orbits. Sharing the
 initial states (and noise) at :math:`\gamma \pm h` (common random numbers) removes the
@@ -55,12 +61,13 @@ schemes and Levy flights, Nonlinearity 17 (2004) 1867-1889 (`eyink2004ruelle`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
 
 from .estimates import Estimate
+from .gradients import Gradient, parameter_names
 from .maps import Map
 from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
 
@@ -159,12 +166,33 @@ def finite_difference(
     return Estimate.of((plus - minus) / (2 * h))
 
 
-def _sources(map: Map, x0: Tensor, T: int, observable: Observable, warmup: int, n0: int) -> tuple[Tensor, Tensor]:
-    """The orbit x_0 .. x_{w+T} and sources[n] = grad Phi(x_n) / T in the averaging window."""
+def check_scalar_observable(values: Tensor, states: Tensor, estimator: str) -> None:
+    """Raise a ValueError unless ``observable(states)`` gave one value per state.
+
+    ``estimator`` names the function that needs a scalar observable; the message points to
+    kernel differentiation, which differentiates several statistics (values ``(..., m)``)
+    with one score.
+    """
+    if values.shape != states.shape[:-1]:
+        raise ValueError(
+            f"observable must map states of shape (..., {states.shape[-1]}) to values of shape (...); "
+            f"for states {tuple(states.shape)} it returned {tuple(values.shape)}. {estimator} differentiates "
+            "one scalar observable; for several statistics at once (values (..., m)) use "
+            "chaosgrad.kernel.kernel_derivative, whose score serves every output, or call it once per statistic"
+        )
+
+
+def _sources(map: Map, x0: Tensor, T: int, observable: Observable, warmup: int, n0: int,
+             check: str | None = None) -> tuple[Tensor, Tensor]:
+    """The orbit x_0 .. x_{w+T} and sources[n] = grad Phi(x_n) / T in the averaging window.
+    With ``check`` (the estimator's name) the observable must give one value per state."""
     orbit = map.trajectory(x0, warmup + T, n0)
     with torch.enable_grad():
         states = orbit[warmup + 1 :].detach().requires_grad_(True)
-        (grads,) = torch.autograd.grad(observable(states).sum(), states)
+        values = observable(states)
+        if check is not None:
+            check_scalar_observable(values, states, check)
+        (grads,) = torch.autograd.grad(values.sum(), states)
     sources = torch.zeros_like(orbit)
     sources[warmup + 1 :] = grads / T
     return orbit, sources
@@ -177,25 +205,134 @@ def _dfdgamma(map: Map, x: Tensor, parameter: str, n: int) -> Tensor:
     return map.param_jvp(x, {parameter: 1.0}, n)
 
 
+class _ScalarPairing:
+    r"""The pairing :math:`\sum_n \langle\psi_{n+1}, \partial f_n/\partial\gamma\rangle` for one
+    scalar parameter, per member: one forward-mode derivative per step (the scalar path)."""
+
+    def __init__(self, map: Map, orbit: Tensor, parameter: str, n0: int, lags: int | None = None) -> None:
+        self.map, self.orbit, self.parameter, self.n0 = map, orbit, parameter, n0
+        self.total = torch.zeros((*orbit.shape[1:-1], *(() if lags is None else (lags,))), dtype=orbit.dtype)
+
+    def pair(self, n: int, psi: Tensor) -> Tensor | None:
+        """Add the pairing of :math:`\\psi_{n+1}` (``(..., dim)``) at step ``n``; return
+        :math:`Df_n^\\top\\psi_{n+1}` (``None`` at ``n = 0``, where none is needed)."""
+        self.total = self.total + (psi * _dfdgamma(self.map, self.orbit[n], self.parameter, self.n0 + n)).sum(-1)
+        return None if n == 0 else self.map.vjp(self.orbit[n], psi[..., None], self.n0 + n)[..., 0]
+
+    def pair_lags(self, n: int, psi: Tensor) -> None:
+        """Add the pairing of every lag column of ``psi`` (``(..., dim, D)``), lag by lag."""
+        dfdgamma = _dfdgamma(self.map, self.orbit[n], self.parameter, self.n0 + n)
+        self.total = self.total + (psi * dfdgamma[..., None]).sum(-2)
+
+    def result(self, clip_total: float | None) -> Tensor:
+        return self.total if clip_total is None else self.total.clamp(-clip_total, clip_total)
+
+
+class _GradientPairing:
+    r"""The pairing :math:`\sum_n (\partial f_n/\partial\gamma)^\top\psi_{n+1}` for every listed
+    parameter, per member: one reverse-mode parameter gradient per step, fused with the step
+    of the adjoint (:meth:`Map._vjp_param_vjp`), whatever the number of parameters."""
+
+    def __init__(self, map: Map, orbit: Tensor, names: list[str], n0: int) -> None:
+        self.map, self.orbit, self.n0 = map, orbit, n0
+        self.batch = orbit.shape[1:-1]
+        params = map.params()
+        self.total = {k: torch.zeros((*self.batch, *params[k].shape), dtype=orbit.dtype) for k in names}
+
+    def _add(self, grads: dict[str, Tensor]) -> None:
+        for k in self.total:
+            self.total[k] = self.total[k] + grads[k]
+
+    def pair(self, n: int, psi: Tensor) -> Tensor | None:
+        """As :meth:`_ScalarPairing.pair`, for every parameter at once."""
+        keep = len(self.batch)
+        if n == 0:
+            self._add(self.map._param_vjp(self.orbit[0], psi, self.n0, keep))
+            return None
+        pulled, grads = self.map._vjp_param_vjp(self.orbit[n], psi, self.n0 + n, keep)
+        self._add(grads)
+        return pulled
+
+    def pair_lags(self, n: int, psi: Tensor) -> None:
+        """The lags summed before the pairing (it is linear): one parameter gradient per step."""
+        self._add(self.map._param_vjp(self.orbit[n], psi.sum(-1), self.n0 + n, len(self.batch)))
+
+    def result(self, clip_total: float | None) -> Gradient:
+        total = self.total
+        if clip_total is not None:  # each member's gradient, all listed parameters together, to norm <= c
+            squares = sum(g.reshape(*self.batch, -1).square().sum(-1) for g in total.values())
+            scale = torch.clamp(clip_total / squares.sqrt(), max=1.0)
+            total = {k: g * scale.reshape(*self.batch, *(1,) * (g.dim() - len(self.batch))) for k, g in total.items()}
+        samples = {k: g.reshape(-1, *g.shape[len(self.batch):]) for k, g in total.items()}
+        return Gradient.of(samples, estimator="backprop_derivative", sampled_over="ensemble members")
+
+
+_Pairing = _ScalarPairing | _GradientPairing
+
+
+def _sweep(orbit: Tensor, sources: Tensor, n0: int, pairing: _Pairing, truncate: int | None, clip: float | None) -> None:
+    r"""The adjoint recursion :math:`\psi_n = Df_n^\top\psi_{n+1} + s_n` backward from
+    :math:`\psi_{w+T} = s_{w+T}`, its propagated part dropped at multiples of ``truncate`` and
+    :math:`\psi_n` clipped to norm ``clip``; ``pairing`` accumulates the derivative."""
+    psi = sources[-1]
+    for n in range(orbit.shape[0] - 2, -1, -1):
+        propagated = pairing.pair(n, psi)
+        if n == 0:
+            break
+        if truncate is not None and n % truncate == 0:
+            propagated = torch.zeros_like(propagated)
+        psi = check_finite(propagated + sources[n], "adjoint (backpropagated gradient)", step=n0 + n)
+        if clip is not None:
+            norm = torch.linalg.vector_norm(psi, dim=-1, keepdim=True)
+            psi = psi * torch.clamp(clip / norm, max=1.0)
+
+
+def _sweep_lags(map: Map, orbit: Tensor, sources: Tensor, n0: int, pairing: _Pairing, lags: int) -> None:
+    r"""The ``lags`` adjoints of :func:`lag_contributions` carried side by side backward: column
+    :math:`d` at step :math:`n` is the part of :math:`\psi_{n+1}` from the source at
+    :math:`x_{n+d}`; ``pairing.pair_lags`` accumulates the derivative."""
+    D = lags
+    psi = torch.zeros(*sources.shape[1:], D, dtype=orbit.dtype)  # (..., dim, D): lags 1..D
+    psi[..., 0] = sources[-1]
+    for n in range(orbit.shape[0] - 2, -1, -1):
+        pairing.pair_lags(n, psi)
+        if n == 0:
+            break
+        if D == 1:  # only the immediate term: nothing to carry back
+            psi = sources[n][..., None]
+            continue
+        pulled = check_finite(map.vjp(orbit[n], psi[..., : D - 1], n0 + n),
+                              "adjoint (backpropagated gradient)", step=n0 + n)
+        psi = torch.cat([sources[n][..., None], pulled], dim=-1)
+
+
 def backprop_derivative(
     map: Map,
     x0: Tensor,
     T: int,
     observable: Observable,
-    parameter: str,
+    parameter: str | Iterable[str] | None,
     warmup: int = 0,
     clip: float | None = None,
     truncate: int | None = None,
     n0: int = 0,
     window: str = "block",
     clip_total: float | None = None,
-) -> Tensor:
+) -> Tensor | Gradient:
     r""":math:`dJ_T/d\gamma` of every orbit by backpropagation (optionally clipped or truncated).
+
+    For one scalar parameter (``parameter`` a name) the pairing
+    :math:`\langle\psi_{n+1}, \partial f_n/\partial\gamma\rangle` is one forward-mode
+    derivative per step. For several parameters, tensors included (``parameter=None`` or a
+    list), it is :math:`(\partial f_n/\partial\gamma)^\top\psi_{n+1}`, one reverse-mode
+    parameter gradient per step for all of them at once, fused with the adjoint step
+    (:meth:`Map._vjp_param_vjp`): the cost is that of backpropagation, independent of the
+    number of parameters :math:`P`.
 
     Parameters
     ----------
     map
-        The map; ``parameter`` names one of its scalar parameters (see :meth:`Map.params`).
+        The map (see :meth:`Map.params`).
     x0
         Initial states ``(..., dim)``; each member is differentiated separately.
     T, observable, warmup, n0
@@ -204,7 +341,12 @@ def backprop_derivative(
         exactly the function :func:`finite_difference` differences. This differs from
         :func:`~chaosgrad.lyapunov.lyapunov_spectrum`, whose warm-up only settles the state
         and is no part of the result: a long warm-up here is backpropagated through and
-        can explode.
+        can explode. With several parameters the observable must be scalar (values
+        ``(...,)``); kernel differentiation takes several statistics at once.
+    parameter
+        A name of one scalar parameter: a tensor of derivatives is returned, as always.
+        ``None`` (every parameter of the map, scalar or tensor) or a list of names: a
+        :class:`~chaosgrad.gradients.Gradient` is returned.
     clip
         If given, after every backward step each member's adjoint :math:`\psi_n` is rescaled
         to norm ``clip`` when its norm exceeds it (the adjoint clipped per step).
@@ -216,26 +358,44 @@ def backprop_derivative(
         ``n`` that is a multiple of ``truncate`` (non-overlapping windows; a term's lag
         allowance depends on where it falls in its window). ``"sliding"``: every term of
         lag :math:`m - n \le` ``truncate`` is kept and every longer one dropped
-        (:func:`lag_contributions` summed over lags); ``truncate = 1`` gives the same
-        immediate terms either way.
+        (:func:`lag_contributions` summed over lags; for several parameters the lags are
+        summed before the pairing, one parameter gradient per step); ``truncate = 1`` gives
+        the same immediate terms either way.
     clip_total
-        If given, each member's total derivative is clamped to ``[-clip_total, clip_total]``
-        after backpropagation: the total gradient clipped, as
-        ``torch.nn.utils.clip_grad_norm_`` clips the gradient of one scalar parameter.
+        If given, each member's total derivative is clipped after backpropagation. One scalar
+        parameter: clamped to ``[-clip_total, clip_total]``. Several parameters: the
+        member's gradient :math:`g` over all the listed parameters together is rescaled by
+        :math:`\min(1, c/\|g\|)` (:math:`\|g\|` the Euclidean norm over every entry of
+        every listed parameter), which is what ``torch.nn.utils.clip_grad_norm_`` does (it
+        adds :math:`10^{-6}` to the norm; this does not) and, for one scalar parameter,
+        the clamp. A directional derivative of the clipped gradient is therefore not the
+        clipped derivative of the family :class:`~chaosgrad.gradients.Line`.
 
     Returns
     -------
-    Tensor of shape ``(...,)``: one derivative per member.
+    Tensor of shape ``(...,)``, one derivative per member, for a ``parameter`` name; otherwise a
+    :class:`~chaosgrad.gradients.Gradient` whose samples are the members' gradients, shape
+    ``(members, *param.shape)`` (one sample, and ``stderr`` None, when ``x0`` is one state).
+    Members are independent orbits only when their starts are: the standard error assumes it.
 
     Raises
     ------
     ValueError
-        For an unknown or non-scalar parameter, ``T < 1``, ``clip <= 0``, ``clip_total <= 0``,
-        ``truncate < 1``, an unknown ``window``, or ``clip`` with a sliding window.
+        For an unknown or non-scalar parameter name, a list with an unknown or repeated name,
+        ``T < 1``, ``clip <= 0``, ``clip_total <= 0``, ``truncate < 1``, an unknown
+        ``window``, ``clip`` with a sliding window, or (several parameters) an observable
+        whose values are not one per state.
     NonFiniteStateError
         If the adjoint overflows (the message names the step).
+
+    See Also
+    --------
+    lag_contributions : the terms by lag (one scalar parameter).
+    chaosgrad.gradients.Gradient.along : a directional derivative of the result.
+    chaosgrad.shadowing.nilsas : a derivative of the long-time average that does not explode.
     """
-    check_scalar_parameter(map, parameter)
+    scalar = isinstance(parameter, str)
+    names = [check_scalar_parameter(map, parameter)] if scalar else parameter_names(map, parameter)
     check_whole(T, "T", 1)
     if clip is not None:
         clip = check_positive(clip, "clip")
@@ -248,25 +408,21 @@ def backprop_derivative(
     if window == "sliding" and truncate is not None:
         if clip is not None:
             raise ValueError("clip cannot be combined with window='sliding' (clip the adjoint or truncate it)")
-        total = lag_contributions(map, x0, T, observable, parameter, int(truncate), warmup, n0).sum(-1)
-        return total if clip_total is None else total.clamp(-clip_total, clip_total)
+        if scalar:
+            total = lag_contributions(map, x0, T, observable, parameter, int(truncate), warmup, n0).sum(-1)
+            return total if clip_total is None else total.clamp(-clip_total, clip_total)
     T = int(T)
     w = _check_warmup(warmup)
-    orbit, sources = _sources(map, x0, T, observable, w, n0)
-    psi = sources[-1]
-    total = torch.zeros(orbit.shape[1:-1], dtype=orbit.dtype)
-    for n in range(w + T - 1, -1, -1):
-        total = total + (psi * _dfdgamma(map, orbit[n], parameter, n0 + n)).sum(-1)
-        if n == 0:
-            break
-        propagated = map.vjp(orbit[n], psi[..., None], n0 + n)[..., 0]
-        if truncate is not None and n % truncate == 0:
-            propagated = torch.zeros_like(propagated)
-        psi = check_finite(propagated + sources[n], "adjoint (backpropagated gradient)", step=n0 + n)
-        if clip is not None:
-            norm = torch.linalg.vector_norm(psi, dim=-1, keepdim=True)
-            psi = psi * torch.clamp(clip / norm, max=1.0)
-    return total if clip_total is None else total.clamp(-clip_total, clip_total)
+    orbit, sources = _sources(map, x0, T, observable, w, n0, None if scalar else "backprop_derivative")
+    if scalar:
+        pairing: _Pairing = _ScalarPairing(map, orbit, parameter, n0)
+    else:
+        pairing = _GradientPairing(map, orbit, names, n0)
+    if window == "sliding" and truncate is not None:
+        _sweep_lags(map, orbit, sources, n0, pairing, int(truncate))
+    else:
+        _sweep(orbit, sources, n0, pairing, truncate, clip)
+    return pairing.result(clip_total)
 
 
 def lag_contributions(
@@ -302,7 +458,8 @@ def lag_contributions(
     Parameters
     ----------
     map, x0, T, observable, parameter, warmup, n0
-        As :func:`backprop_derivative`.
+        As :func:`backprop_derivative` (one scalar parameter: for every parameter, the sum
+        over lags is ``backprop_derivative(..., parameter=None, truncate=K, window="sliding")``).
     lags
         Largest lag :math:`D >= 1` kept.
 
@@ -320,17 +477,9 @@ def lag_contributions(
     D = check_whole(lags, "lags", 1)
     w = _check_warmup(warmup)
     orbit, sources = _sources(map, x0, T, observable, w, n0)
-    psi = torch.zeros(*sources.shape[1:], D, dtype=orbit.dtype)  # (..., dim, D): lags 1..D
-    psi[..., 0] = sources[-1]
-    total = torch.zeros(*orbit.shape[1:-1], D, dtype=orbit.dtype)
-    for n in range(w + T - 1, -1, -1):
-        total = total + (psi * _dfdgamma(map, orbit[n], parameter, n0 + n)[..., None]).sum(-2)
-        if n == 0:
-            break
-        pulled = check_finite(map.vjp(orbit[n], psi[..., : D - 1], n0 + n),
-                              "adjoint (backpropagated gradient)", step=n0 + n)
-        psi = torch.cat([sources[n][..., None], pulled], dim=-1)
-    return total
+    pairing = _ScalarPairing(map, orbit, parameter, n0, lags=D)
+    _sweep_lags(map, orbit, sources, n0, pairing, D)
+    return pairing.total
 
 
 def ensemble_adjoint(
@@ -338,9 +487,9 @@ def ensemble_adjoint(
     x0: Tensor,
     tau: int,
     observable: Observable,
-    parameter: str,
+    parameter: str | Iterable[str] | None,
     n0: int = 0,
-) -> Estimate:
+) -> Estimate | Gradient:
     r"""Ensemble adjoint estimate of :math:`dJ_\infty/d\gamma` (Lea, Allen & Haine 2000).
 
     The mean over windows of the exact derivative of a short average,
@@ -363,7 +512,7 @@ def ensemble_adjoint(
     Parameters
     ----------
     map, observable, parameter, n0
-        As :func:`backprop_derivative`.
+        As :func:`backprop_derivative` (``parameter=None`` or a list: every parameter).
     x0
         Window starts, shape ``(M, dim)`` with ``M >= 2``.
     tau
@@ -371,7 +520,9 @@ def ensemble_adjoint(
 
     Returns
     -------
-    Estimate; ``samples`` holds the per-window derivatives :math:`dJ_\tau^{(i)}/d\gamma`.
+    Estimate for a ``parameter`` name, ``samples`` holding the per-window derivatives
+    :math:`dJ_\tau^{(i)}/d\gamma`; otherwise a :class:`~chaosgrad.gradients.Gradient` whose
+    samples are the per-window gradients.
 
     References
     ----------
@@ -379,4 +530,5 @@ def ensemble_adjoint(
     (2004) 1867-1889.
     """
     tau = check_whole(tau, "tau", 1)
-    return Estimate.of(backprop_derivative(map, x0, tau, observable, parameter, n0=n0))
+    result = backprop_derivative(map, x0, tau, observable, parameter, n0=n0)
+    return Estimate.of(result) if isinstance(parameter, str) else result

@@ -31,10 +31,16 @@ Non-intrusive least-squares adjoint shadowing (NILSAS, :cite:`ni2019adjoint`), f
    :math:`t_k` exactly when :math:`a_{k-1} = R_k a_k + b_k`. Choose the :math:`a_k` that
    minimise :math:`\sum_n \|\nu_n\|^2`, i.e. :math:`\sum_k \tfrac12 a_k^\top C_k a_k + d_k^\top a_k`
    under these constraints (:func:`shadowing_least_squares`).
-5. :math:`dJ/d\gamma = \sum_k \big(g'_k + G_k^\top a_k\big)`.
+5. Pair the covector with the parameters: :math:`dJ/d\gamma = \sum_k \big(g'_k + G_k^\top
+   a_k\big)` for each scalar parameter (the pairings accumulated in step 2); for every
+   parameter at once, tensors included, :math:`\sum_n (\partial_\gamma f_n)^\top \nu_{n+1}`
+   with :math:`\nu_n = \nu'_n + W_n a_k` assembled from the stored :math:`(\nu'_n, W_n)`,
+   one reverse-mode parameter gradient per step.
 
 The cost is that of backpropagating :math:`M + 1` covectors, plus one forward-mode
-derivative with respect to each scalar parameter per step.
+derivative with respect to each scalar parameter per step, or one parameter gradient per step
+for all parameters together: at most about :math:`1.5\,(M + 1)` backpropagations whatever
+the number of parameters (a backpropagation being a step, a vjp and a parameter vjp).
 
 **Time-:math:`h` maps of flows** (maps with ``vector_field`` and ``dt``, e.g.
 :class:`~chaosgrad.systems.Lorenz63`) have a neutral direction, the flow itself, with
@@ -61,14 +67,16 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .adjoint import adjoint_lyapunov_spectrum
+from .derivatives import check_scalar_observable
 from .estimates import Estimate, batch_means
+from .gradients import Gradient, parameter_names
 from .maps import Map
 from .progress import progress_range
 from .tangent import random_basis, renormalise
@@ -90,7 +98,8 @@ class ShadowingResult:
     Attributes
     ----------
     gradient : dict of str to Estimate
-        :math:`d\\langle\\Phi\\rangle/d\\gamma` for each scalar parameter of the map: the mean
+        :math:`d\\langle\\Phi\\rangle/d\\gamma` for each requested scalar parameter (by default
+        every scalar parameter of the map): the mean
         over ensemble members with its standard error (one member: batch means over segments).
     average : Estimate
         :math:`\\langle\\Phi\\rangle`, the time average over the run (mean over members).
@@ -111,6 +120,14 @@ class ShadowingResult:
     covector_norm : Tensor or None, shape (N, ...)
         :math:`\\|\\nu_n\\|` for n = 1..N, when asked for with ``keep_norm`` (or
         ``keep_covector``).
+    gradients : Gradient
+        Every requested parameter, scalar (as a tensor of its shape, the same numbers as
+        ``gradient``) or tensor, its samples one per ensemble member, shape
+        ``(members, *param.shape)``; with one member, one per block of consecutive segments
+        (batch means: the block means of the segments' contributions times ``segments``,
+        over equal blocks, as many as possible up to 20, so that their mean is the run's
+        derivative; ``gradient`` uses ``min(20, segments)`` blocks, the same ones when that
+        divides ``segments``).
     """
 
     gradient: dict[str, Estimate]
@@ -122,6 +139,7 @@ class ShadowingResult:
     segment_steps: int
     covector: Tensor | None = None
     covector_norm: Tensor | None = None
+    gradients: Gradient | None = None
 
 
 def shadowing_least_squares(
@@ -257,6 +275,269 @@ def _choose_m(exponents: Tensor, stderr: Tensor, flow: bool) -> int:
     return max(int(positive.sum()), neutral + 1)
 
 
+def _forward_run(map: Map, x: Tensor, observable: Observable, warmup: int, N: int, n0: int,
+                 progress: bool | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Step 1: the stored orbit and the sources.
+
+    Returns
+    -------
+    (orbit, phi, sources, mean_phi)
+        ``orbit`` :math:`x_0 \dots x_N` of the run (after the warm-up), shape
+        ``(N + 1, ..., dim)``; ``phi`` :math:`\Phi(x_n)`, ``(N + 1, ...)``; ``sources``
+        :math:`\nabla\Phi(x_n)/N`, used for n = 1..N; ``mean_phi`` each member's average.
+    """
+    orbit = map.trajectory(x, warmup + N, n0, progress)[warmup:]  # x_0 .. x_N of the run
+    with torch.enable_grad():
+        states = orbit.detach().requires_grad_(True)
+        phi = observable(states)
+        check_scalar_observable(phi, states, "nilsas")
+        (sources,) = torch.autograd.grad(phi.sum(), states)
+    phi = check_finite(phi.detach(), "observable", step=None)
+    sources = sources / N  # sources[n] = grad Phi(x_n) / N, used for n = 1..N
+    mean_phi = phi[1:].mean(0)  # (...,): the average of each member
+    return orbit, phi, sources, mean_phi
+
+
+def _pilot(map: Map, x0: Tensor, N: int, start: int, seed: int, flow: bool) -> int:
+    """The ``M`` of ``n_unstable=None``: the full adjoint spectrum along the first
+    ``min(N, MAX_PILOT_STEPS)`` steps of the run from ``x0``, and :func:`_choose_m`."""
+    pilot = adjoint_lyapunov_spectrum(map, x0, min(N, MAX_PILOT_STEPS), n0=start, seed=seed)
+    return _choose_m(pilot.exponents, pilot.stderr, flow)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    r"""What the backward sweep (steps 2 and 3) leaves for the least squares and the pairing,
+    segments in time order (:math:`K` segments, :math:`P` scalar parameters).
+
+    Attributes
+    ----------
+    C, d : Tensor
+        :math:`C_k = \sum_n W_n^\top W_n`, ``(K, ..., M, M)``, and
+        :math:`d_k = \sum_n W_n^\top\nu'_n`, ``(K, ..., M)``.
+    R, b : Tensor
+        The renormalisation at :math:`t_k`: ``R[k]``, ``(K, ..., M, M)``, and ``b[k]``,
+        ``(K, ..., M)`` (index 0, at the start of the run, enters no constraint).
+    g_prime, G : Tensor
+        :math:`g'_k = \sum_n (\partial_\gamma f_n)^\top\nu'_{n+1}`, ``(K, ..., P)``, and
+        :math:`G_k = \sum_n W_{n+1}^\top\partial_\gamma f_n`, ``(K, ..., M, P)``.
+    logs : Tensor
+        Log-diagonals of the ``R``, ``(K, ..., M)``.
+    flow_row : tuple or None
+        :math:`(E, e)` of the flow's time-dilation condition :math:`E^\top a_0 = e`.
+    pieces : list or None
+        Per segment, :math:`(m, \nu'_m, W_m)` for its steps, latest first.
+    grams : list or None
+        Per segment, :math:`[\nu', W]^\top[\nu', W]` at its steps in time order.
+    """
+
+    C: Tensor
+    d: Tensor
+    R: Tensor
+    b: Tensor
+    g_prime: Tensor
+    G: Tensor
+    logs: Tensor
+    flow_row: tuple[Tensor, Tensor] | None
+    pieces: list | None
+    grams: list | None
+
+
+def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_phi: Tensor, names: list[str],
+                    k: int, segments: int, L: int, start: int, seed: int, keep_pieces: bool, keep_grams: bool,
+                    progress: bool | None) -> _Sweep:
+    r"""Steps 2 and 3: :math:`M = k` homogeneous adjoint solutions :math:`W` and one
+    inhomogeneous :math:`\nu'` pulled back over each segment, last segment first, the Gram
+    sums and the pairings with :math:`\partial_\gamma f` (one forward-mode derivative per
+    scalar parameter in ``names`` per step) accumulated, and the basis renormalised at the
+    segment's start. ``keep_pieces`` stores :math:`(\nu'_n, W_n)` for every step (for the
+    covector, or for pairing tensor parameters after the least squares), ``keep_grams`` the
+    Gram matrices of ``keep_norm``."""
+    x = orbit[0]
+    dim, batch = map.dim, x.shape[:-1]
+    N = segments * L
+    flow = _flow(map)
+    if map.autonomous and names:  # the derivatives of f with respect to each parameter, all steps at once
+        with torch.no_grad():
+            dfdg_all = torch.stack([map.param_jvp(orbit[:-1], {p: 1.0}, start) for p in names], -1)
+    W = random_basis(dim, k, x.dtype, seed).expand(*batch, dim, k) if k else torch.zeros(*batch, dim, 0, dtype=x.dtype)
+    nu = torch.zeros(*batch, dim, dtype=x.dtype)
+    C, d, Rs, bs, logs = [], [], [], [], []
+    g_prime, G = [], []  # per segment: (..., P) and (..., k, P)
+    kept = [] if keep_pieces else None
+    grams = [] if keep_grams else None  # per segment: (L, ..., M + 1, M + 1)
+    flow_row = None
+    with torch.no_grad():
+        for seg in progress_range(segments, progress, desc="NILSAS backward"):
+            s = segments - 1 - seg  # segment s covers steps t_s .. t_{s+1} - 1
+            Ck = torch.zeros(*batch, k, k, dtype=x.dtype)
+            dk = torch.zeros(*batch, k, dtype=x.dtype)
+            gk = torch.zeros(*batch, len(names), dtype=x.dtype)
+            Gk = torch.zeros(*batch, k, len(names), dtype=x.dtype)
+            pieces, gram = [], []
+            for j in range(L * (s + 1) - 1, L * s - 1, -1):
+                nu = nu + sources[j + 1]  # now (nu', W) hold index j + 1
+                Ck = Ck + W.mT @ W
+                dk = dk + (W.mT @ nu[..., None])[..., 0]
+                if names:
+                    if map.autonomous:
+                        dfdg = dfdg_all[j]  # (..., dim, P)
+                    else:
+                        dfdg = torch.stack([map.param_jvp(orbit[j], {p: 1.0}, start + j) for p in names], -1)
+                    gk = gk + (nu[..., None, :] @ dfdg)[..., 0, :]
+                    Gk = Gk + W.mT @ dfdg
+                if kept is not None:
+                    pieces.append((j + 1, nu, W))
+                if grams is not None:  # [nu', W]^T [nu', W] at index j + 1
+                    both = torch.cat([nu[..., None], W], -1)
+                    gram.append(both.mT @ both)
+                Y = map._vjp(orbit[j], torch.cat([nu[..., None], W], -1), start + j)
+                check_finite(Y, "adjoint (lower segment_steps if it overflowed)", step=start + j)
+                nu, W = Y[..., 0], Y[..., 1:]
+            # renormalise at t_s
+            if flow and s == 0:
+                F = map.vector_field(orbit[0])
+                flow_row = (W.mT @ F[..., None])[..., 0], -(phi[0] - mean_phi) / (N * map.dt) - (nu * F).sum(-1)
+            if k:
+                Q, lr, R = renormalise(W, step=start + L * s)
+                bk = (Q.mT @ nu[..., None])[..., 0]
+                nu = nu - (Q @ bk[..., None])[..., 0]
+                W = Q
+            else:
+                lr = torch.zeros(*batch, 0, dtype=x.dtype)
+                R, bk = torch.zeros(*batch, 0, 0, dtype=x.dtype), torch.zeros(*batch, 0, dtype=x.dtype)
+            C.append(Ck), d.append(dk), g_prime.append(gk), G.append(Gk), logs.append(lr)
+            Rs.append(R), bs.append(bk)
+            if kept is not None:
+                kept.append(pieces)
+            if grams is not None:
+                grams.append(torch.stack(gram[::-1]))  # steps t_s + 1 .. t_{s+1} in order
+    # segments were visited last to first: put them in time order
+    C, d, g_prime, G, logs = (torch.stack(v[::-1]) for v in (C, d, g_prime, G, logs))
+    Rs, bs = torch.stack(Rs[::-1]), torch.stack(bs[::-1])  # Rs[s], bs[s]: renormalisation at t_s
+    return _Sweep(C, d, Rs, bs, g_prime, G, logs, flow_row,
+                  None if kept is None else kept[::-1], None if grams is None else grams[::-1])
+
+
+def _least_squares(sweep: _Sweep, segments: int, L: int, k: int) -> tuple[Tensor | None, Tensor, Tensor]:
+    """Step 4: the coefficients ``a`` (``(K, ..., M)``, ``None`` for ``M = 0``) of
+    :func:`shadowing_least_squares` under continuity at :math:`t_1 .. t_{K-1}` (and, for a
+    flow, the time-dilation condition), and the adjoint exponents with their batch-means
+    errors over segments."""
+    if not k:  # plain backpropagation of the average
+        exps = exp_err = torch.zeros(0, dtype=sweep.C.dtype)
+        return None, exps, exp_err
+    exponents_all = sweep.logs.reshape(segments, -1, k).mean(1) / L  # (K, k): per segment, ensemble mean
+    exps, exp_err = batch_means(exponents_all, min(20, segments))[:2]
+    E, e = (None, None) if sweep.flow_row is None else sweep.flow_row
+    a = shadowing_least_squares(sweep.C, sweep.d, sweep.R[1:], sweep.b[1:], E, e)  # (K, ..., M)
+    return a, exps, exp_err
+
+
+def _segment_covector(pieces: list, a_s: Tensor | None) -> Tensor:
+    r""":math:`\nu_m = \nu'_m + W_m a_s` over one segment's steps, in time order, ``(L, ..., dim)``."""
+    return torch.stack([nu_m + ((W_m @ a_s[..., None])[..., 0] if a_s is not None else 0)
+                        for _, nu_m, W_m in pieces[::-1]])
+
+
+def _pair_tensors(map: Map, orbit: Tensor, pieces: list, a: Tensor | None, names: list[str], start: int,
+                  L: int) -> list[dict[str, Tensor]]:
+    r"""Step 5 for any parameter: :math:`\sum_n (\partial_\gamma f_n)^\top\nu_{n+1}` per segment
+    and member, with the shadowing covector assembled after the least squares: one
+    parameter gradient (:meth:`Map.param_vjp`) per step, whatever the number of parameters;
+    for an autonomous map, one batched call per segment. Returns, per segment in time order,
+    the sums by name, each ``(..., *param.shape)``."""
+    batch = orbit.shape[1:-1]
+    keep = len(batch)
+    out = []
+    with torch.no_grad():
+        for s, segment in enumerate(pieces):
+            nu = _segment_covector(segment, None if a is None else a[s])  # nu_{j+1} for j = L s .. L (s+1) - 1
+            xs = orbit[L * s: L * (s + 1)]
+            if map.autonomous:  # the segment's steps as the last ensemble axis, summed in one pass
+                grads = map._param_vjp(xs.movedim(0, -2), nu.movedim(0, -2), start, keep)
+                out.append({k: grads[k] for k in names})
+            else:
+                total = {k: 0.0 for k in names}
+                for i in range(L):
+                    grads = map._param_vjp(xs[i], nu[i], start + L * s + i, keep)
+                    total = {k: total[k] + grads[k] for k in names}
+                out.append(total)
+    return out
+
+
+def _block_samples(per_segment: Tensor, segments: int) -> Tensor:
+    """One member's derivative as independent samples: block means of the segments'
+    contributions (axis 0) times ``segments``, over blocks of consecutive segments of equal
+    length, as many as possible up to 20 (the largest divisor of ``segments`` up to 20), so
+    that the samples' mean is the member's derivative. A prime number of segments above 20
+    gets the 20 near-equal blocks of :func:`~chaosgrad.estimates.batch_means`, whose plain
+    mean weights the segments slightly unequally."""
+    blocks = max(b for b in range(1, min(20, segments) + 1) if segments % b == 0)
+    if blocks == 1:
+        blocks = min(20, segments)
+    edges = torch.linspace(0, segments, blocks + 1).round().long().tolist()
+    return torch.stack([per_segment[lo:hi].mean(0) * segments for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+def _assemble(map: Map, x: Tensor, orbit: Tensor, phi: Tensor, mean_phi: Tensor, sweep: _Sweep, a: Tensor | None,
+              exps: Tensor, exp_err: Tensor, requested: list[str], scalars: list[str], start: int, segments: int,
+              L: int, k: int, keep_covector: bool) -> ShadowingResult:
+    r"""Step 5 and the result: :math:`dJ/d\gamma = \sum_k (g'_k + G_k^\top a_k)` for the scalar
+    parameters (as always), :func:`_pair_tensors` for the others, every requested one in
+    :attr:`ShadowingResult.gradients`, and the covector or its norm when asked for."""
+    dim, batch, N = map.dim, x.shape[:-1], segments * L
+    # (K, ..., P): the scalar parameters' contributions per segment
+    contributions = sweep.g_prime if a is None else sweep.g_prime + (a[..., None, :] @ sweep.G)[..., 0, :]
+    per_member = contributions.sum(0)  # (..., P)
+    one = batch.numel() < 2  # one run: batch means over its segments
+    members = per_member.reshape(batch.numel(), len(scalars))
+    gradient = {}
+    for i, name in enumerate(scalars):
+        if not one:
+            gradient[name] = Estimate.of(members[:, i])
+        else:
+            gradient[name] = Estimate.of_series(contributions[..., i].reshape(segments) * segments,
+                                                blocks=min(20, segments))
+    params = map.params()
+    per_segment = {name: contributions[..., i] for i, name in enumerate(scalars)}  # (K, ...) by name
+    totals = {name: per_member[..., i] for i, name in enumerate(scalars)}  # (...) by name
+    tensors = [name for name in requested if name not in scalars]
+    if tensors:
+        pairs = _pair_tensors(map, orbit, sweep.pieces, a, tensors, start, L)
+        per_segment.update({name: torch.stack([p[name] for p in pairs]) for name in tensors})
+        totals.update({name: per_segment[name].sum(0) for name in tensors})
+    samples = {name: _block_samples(per_segment[name].reshape(segments, *params[name].shape), segments) if one
+               else totals[name].reshape(-1, *params[name].shape) for name in requested}
+    gradients = Gradient.of(samples, estimator="nilsas",
+                            sampled_over="blocks of segments" if one else "ensemble members")
+    average = Estimate.of(mean_phi.reshape(-1)) if mean_phi.numel() >= 2 else Estimate.of_series(phi[1:].reshape(-1))
+    covector = covector_norm = None
+    if sweep.grams is not None:  # |nu' + W a|^2 with c = (1, a): c^T [nu', W]^T [nu', W] c
+        gram = torch.cat(sweep.grams)  # (N, ..., M + 1, M + 1)
+        ones = torch.ones(segments, *batch, 1, dtype=x.dtype)
+        coef = torch.cat([ones, a], -1) if k else ones  # (K, ..., M + 1)
+        coef = coef.repeat_interleave(L, 0)[..., None]
+        covector_norm = (coef.mT @ gram @ coef)[..., 0, 0].clamp(min=0).sqrt()
+    if keep_covector:  # covector[m - 1] = nu_m, m = 1..N
+        covector = torch.zeros(N, *batch, dim, dtype=x.dtype)
+        for s, pieces in enumerate(sweep.pieces):
+            for m, nu_m, W_m in pieces:
+                covector[m - 1] = nu_m + ((W_m @ a[s][..., None])[..., 0] if k else 0)
+    return ShadowingResult(
+        gradient=gradient,
+        average=average,
+        exponents=exps,
+        exponent_stderr=exp_err,
+        n_unstable=k,
+        per_member={name: per_member[..., i] for i, name in enumerate(scalars)},
+        segment_steps=L,
+        covector=covector,
+        covector_norm=covector_norm,
+        gradients=gradients,
+    )
+
+
 def nilsas(
     map: Map,
     x0: Tensor,
@@ -270,13 +551,20 @@ def nilsas(
     keep_covector: bool = False,
     progress: bool | None = None,
     keep_norm: bool = False,
+    parameter: str | Iterable[str] | None = None,
 ) -> ShadowingResult:
     r"""The derivative of a long-time average by non-intrusive least-squares adjoint shadowing.
+
+    The five steps of the module docstring, each a named phase: the forward run and the
+    sources (:func:`_forward_run`), the pilot that chooses ``M`` when ``n_unstable`` is
+    ``None`` (:func:`_pilot`), the backward sweep (:func:`_backward_sweep`), the least
+    squares (:func:`shadowing_least_squares`, through :func:`_least_squares`) and the pairing
+    of the shadowing covector with :math:`\partial_\gamma f` (:func:`_assemble`).
 
     Parameters
     ----------
     map
-        Any :class:`chaosgrad.Map`, autonomous or time-dependent; its scalar parameters
+        Any :class:`chaosgrad.Map`, autonomous or time-dependent; its parameters
         (:meth:`Map.params`) are the :math:`\gamma` differentiated.
     x0
         Initial state(s), shape ``(..., dim)``; leading axes are independent runs (an
@@ -314,17 +602,29 @@ def nilsas(
         :math:`\\|\\nu'_n + W_n a\\|^2 = \\|\\nu'_n\\|^2 + 2 a^\\top W_n^\\top\\nu'_n +
         a^\\top W_n^\\top W_n a`, whose pieces the least squares computes anyway: memory
         ``N * (M + 1)**2`` numbers per member instead of ``N * dim * (M + 2)``.
+    parameter
+        The parameters differentiated: ``None`` (default) every parameter of the map, scalar
+        or tensor; a name; or a list of names. Scalar parameters (one entry) are paired as
+        they always were, :math:`\sum_k (g'_k + G_k^\top a_k)` with one forward-mode
+        derivative per parameter per step. Any other is paired after the least squares:
+        :math:`(\nu'_n, W_n)` are stored along the run (memory ``N * dim * (M + 1)`` numbers
+        per member, as ``keep_covector``), :math:`\nu_n = \nu'_n + W_n a_k` assembled and
+        :math:`\sum_n (\partial_\gamma f_n)^\top \nu_{n+1}` taken by one
+        :meth:`Map.param_vjp` per step for all of them at once (batched over a segment's steps
+        for an autonomous map): the cost does not grow with their number.
 
     Returns
     -------
     ShadowingResult
+        ``gradient`` and ``per_member`` for the requested scalar parameters, ``gradients`` (a
+        :class:`~chaosgrad.gradients.Gradient`) for every requested parameter.
 
     Raises
     ------
     ValueError
         For ``segments < 2``, ``segment_steps < 1``, ``n_unstable`` outside ``0..dim``, an
-        observable whose values do not have shape ``x0.shape[:-1]``, or a map without scalar
-        parameters.
+        observable whose values do not have shape ``x0.shape[:-1]``, a map without
+        parameters, or a ``parameter`` the map does not have or a list naming one twice.
     NonFiniteStateError
         If a state, the observable or an adjoint becomes inf or NaN (the message names the
         step; an adjoint overflow means ``segment_steps`` is too long).
@@ -339,131 +639,22 @@ def nilsas(
     segments = check_whole(segments, "segments", 2)
     L = check_whole(segment_steps, "segment_steps", 1)
     warmup = check_whole(warmup, "warmup", 0)
-    dim, batch = map.dim, x.shape[:-1]
+    dim = map.dim
     if n_unstable is not None and (int(n_unstable) != n_unstable or not 0 <= n_unstable <= dim):
         raise ValueError(f"n_unstable must be a whole number with 0 <= n_unstable <= dim = {dim}; got {n_unstable}")
-    names = [k for k, p in map.params().items() if p.numel() == 1]
-    if not names:
-        raise ValueError(f"{type(map).__name__} has no scalar parameters to differentiate")
+    params = map.params()
+    requested = parameter_names(map, parameter)
+    scalars = [name for name in requested if params[name].numel() == 1]
     N = segments * L
     start = n0 + warmup
-    flow = _flow(map)
 
-    orbit = map.trajectory(x, warmup + N, n0, progress)[warmup:]  # x_0 .. x_N of the run
-    with torch.enable_grad():
-        states = orbit.detach().requires_grad_(True)
-        phi = observable(states)
-        if phi.shape != orbit.shape[:-1]:
-            raise ValueError(
-                f"observable must map states of shape (..., {dim}) to values of shape (...); "
-                f"for states {tuple(orbit.shape)} it returned {tuple(phi.shape)}"
-            )
-        (sources,) = torch.autograd.grad(phi.sum(), states)
-    phi = check_finite(phi.detach(), "observable", step=None)
-    sources = sources / N  # sources[n] = grad Phi(x_n) / N, used for n = 1..N
-    mean_phi = phi[1:].mean(0)  # (...,): the average of each member
-
-    if map.autonomous:  # the derivatives of f with respect to each parameter, all steps at once
-        with torch.no_grad():
-            dfdg_all = torch.stack([map.param_jvp(orbit[:-1], {p: 1.0}, start) for p in names], -1)
-
+    orbit, phi, sources, mean_phi = _forward_run(map, x, observable, warmup, N, n0, progress)  # step 1
     if n_unstable is None:  # count the positive adjoint exponents along this run's own orbit
-        pilot = adjoint_lyapunov_spectrum(map, orbit[0], min(N, MAX_PILOT_STEPS), n0=start, seed=seed)
-        n_unstable = _choose_m(pilot.exponents, pilot.stderr, flow)
+        n_unstable = _pilot(map, orbit[0], N, start, seed, _flow(map))
     k = int(n_unstable)
-    W = random_basis(dim, k, x.dtype, seed).expand(*batch, dim, k) if k else torch.zeros(*batch, dim, 0, dtype=x.dtype)
-    nu = torch.zeros(*batch, dim, dtype=x.dtype)
-    C, d, Rs, bs, logs = [], [], [], [], []
-    g_prime, G = [], []  # per segment: (..., P) and (..., k, P)
-    kept = [] if keep_covector else None
-    grams = [] if keep_norm or keep_covector else None  # per segment: (L, ..., M + 1, M + 1)
-    flow_row = None
-    with torch.no_grad():
-        for seg in progress_range(segments, progress, desc="NILSAS backward"):
-            s = segments - 1 - seg  # segment s covers steps t_s .. t_{s+1} - 1
-            Ck = torch.zeros(*batch, k, k, dtype=x.dtype)
-            dk = torch.zeros(*batch, k, dtype=x.dtype)
-            gk = torch.zeros(*batch, len(names), dtype=x.dtype)
-            Gk = torch.zeros(*batch, k, len(names), dtype=x.dtype)
-            pieces, gram = [], []
-            for j in range(L * (s + 1) - 1, L * s - 1, -1):
-                nu = nu + sources[j + 1]  # now (nu', W) hold index j + 1
-                Ck = Ck + W.mT @ W
-                dk = dk + (W.mT @ nu[..., None])[..., 0]
-                if map.autonomous:
-                    dfdg = dfdg_all[j]  # (..., dim, P)
-                else:
-                    dfdg = torch.stack([map.param_jvp(orbit[j], {p: 1.0}, start + j) for p in names], -1)
-                gk = gk + (nu[..., None, :] @ dfdg)[..., 0, :]
-                Gk = Gk + W.mT @ dfdg
-                if kept is not None:
-                    pieces.append((j + 1, nu, W))
-                if grams is not None:  # [nu', W]^T [nu', W] at index j + 1
-                    both = torch.cat([nu[..., None], W], -1)
-                    gram.append(both.mT @ both)
-                Y = map._vjp(orbit[j], torch.cat([nu[..., None], W], -1), start + j)
-                check_finite(Y, "adjoint (lower segment_steps if it overflowed)", step=start + j)
-                nu, W = Y[..., 0], Y[..., 1:]
-            # renormalise at t_s
-            if flow and s == 0:
-                F = map.vector_field(orbit[0])
-                flow_row = (W.mT @ F[..., None])[..., 0], -(phi[0] - mean_phi) / (N * map.dt) - (nu * F).sum(-1)
-            if k:
-                Q, lr, R = renormalise(W, step=start + L * s)
-                bk = (Q.mT @ nu[..., None])[..., 0]
-                nu = nu - (Q @ bk[..., None])[..., 0]
-                W = Q
-            else:
-                lr, R, bk = torch.zeros(*batch, 0, dtype=x.dtype), torch.zeros(*batch, 0, 0, dtype=x.dtype), torch.zeros(*batch, 0, dtype=x.dtype)
-            C.append(Ck), d.append(dk), g_prime.append(gk), G.append(Gk), logs.append(lr)
-            Rs.append(R), bs.append(bk)
-            if kept is not None:
-                kept.append(pieces)
-            if grams is not None:
-                grams.append(torch.stack(gram[::-1]))  # steps t_s + 1 .. t_{s+1} in order
-    # segments were visited last to first: put them in time order
-    C, d, g_prime, G, logs = (torch.stack(v[::-1]) for v in (C, d, g_prime, G, logs))
-    Rs, bs = torch.stack(Rs[::-1]), torch.stack(bs[::-1])  # Rs[s], bs[s]: renormalisation at t_s
-
-    if k:
-        exponents_all = logs.reshape(segments, -1, k).mean(1) / L  # (K, k): per segment, ensemble mean
-        exps, exp_err = batch_means(exponents_all, min(20, segments))[:2]
-        E, e = (None, None) if flow_row is None else flow_row
-        a = shadowing_least_squares(C, d, Rs[1:], bs[1:], E, e)  # (K, ..., M); continuity at t_1..t_{K-1}
-        contributions = g_prime + (a[..., None, :] @ G)[..., 0, :]  # (K, ..., P)
-    else:  # plain backpropagation of the average
-        exps = exp_err = torch.zeros(0, dtype=x.dtype)
-        a, contributions = None, g_prime
-    per_member = contributions.sum(0)  # (..., P)
-    members = per_member.reshape(-1, len(names))
-    gradient = {}
-    for i, name in enumerate(names):
-        if members.shape[0] >= 2:
-            gradient[name] = Estimate.of(members[:, i])
-        else:  # one run: batch means over its segments
-            gradient[name] = Estimate.of_series(contributions[..., i].reshape(segments) * segments,
-                                                blocks=min(20, segments))
-    average = Estimate.of(mean_phi.reshape(-1)) if mean_phi.numel() >= 2 else Estimate.of_series(phi[1:].reshape(-1))
-    covector = covector_norm = None
-    if grams is not None:  # |nu' + W a|^2 with c = (1, a): c^T [nu', W]^T [nu', W] c
-        gram = torch.cat(grams[::-1])  # (N, ..., M + 1, M + 1)
-        ones = torch.ones(segments, *batch, 1, dtype=x.dtype)
-        coef = torch.cat([ones, a], -1) if k else ones  # (K, ..., M + 1)
-        coef = coef.repeat_interleave(L, 0)[..., None]
-        covector_norm = (coef.mT @ gram @ coef)[..., 0, 0].clamp(min=0).sqrt()
-    if kept is not None:  # covector[m - 1] = nu_m, m = 1..N
-        covector = torch.zeros(N, *batch, dim, dtype=x.dtype)
-        for s, pieces in enumerate(kept[::-1]):
-            for m, nu_m, W_m in pieces:
-                covector[m - 1] = nu_m + ((W_m @ a[s][..., None])[..., 0] if k else 0)
-    return ShadowingResult(
-        gradient=gradient,
-        average=average,
-        exponents=exps,
-        exponent_stderr=exp_err,
-        n_unstable=k,
-        per_member={name: per_member[..., i] for i, name in enumerate(names)},
-        segment_steps=L,
-        covector=covector,
-        covector_norm=covector_norm,
-    )
+    sweep = _backward_sweep(map, orbit, phi, sources, mean_phi, scalars, k, segments, L, start, seed,  # steps 2-3
+                            keep_pieces=keep_covector or len(scalars) < len(requested),
+                            keep_grams=keep_norm or keep_covector, progress=progress)
+    a, exps, exp_err = _least_squares(sweep, segments, L, k)  # step 4
+    return _assemble(map, x, orbit, phi, mean_phi, sweep, a, exps, exp_err, requested, scalars, start,  # step 5
+                     segments, L, k, keep_covector)
