@@ -1,10 +1,10 @@
 """Cost of second-order quantities of the draft's 784-50-10 network, in units of one
 gradient evaluation of the full-batch loss on 5,000 inputs.
 
-A Hessian-vector product (forward over reverse mode, chaosgrad.training.hvp) should cost a
+A Hessian-vector product (forward over reverse mode, chaosgrad.hessian.hvp) should cost a
 small multiple of a gradient (target: at most 3); the closed-form product of
 chaosgrad.training.TrainingLoss (Pearlmutter's R-operator with the passes at theta cached)
-about one. The sharpness by Lanczos (chaosgrad.training.sharpness) costs one product per
+about one. The sharpness by Lanczos (chaosgrad.hessian.sharpness) costs one product per
 iteration, generic or closed form. The inputs are the 5,000 digits of the bundled MNIST
 sample (chaosgrad.data.mnist(sample=True): 4,000 training and 1,000 held-out digits, all
 used here). Best of five, this machine, one run.
@@ -18,7 +18,8 @@ import torch
 from common import best_time, print_table
 
 from chaosgrad.data import mnist
-from chaosgrad.training import SigmoidMLP, hvp, sharpness
+from chaosgrad.hessian import hvp, sharpness
+from chaosgrad.training import SigmoidMLP
 
 
 def main() -> None:

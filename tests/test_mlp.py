@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from chaosgrad.mlp import DeepMLP, half_precision_gradients, init_variance, layer_gradient_norms, teacher_task, train
+from chaosgrad.mlp import (DeepMLP, half_precision_gradients, init_variance, layer_gradient_norms, teacher_task,
+                          train_minibatch)
 
 F64 = torch.float64
 
@@ -44,9 +45,9 @@ def test_teacher_task_shares_the_teacher_between_train_and_test():
 
 def test_training_learns_and_reports_divergence():
     data, test = teacher_task(2000, seed=0), teacher_task(1000, seed=1)
-    run = train(DeepMLP(16, 32, 2, 4, activation="tanh", init="xavier"), data, test, steps=300, lr=0.1)
+    run = train_minibatch(DeepMLP(16, 32, 2, 4, activation="tanh", init="xavier"), data, test, steps=300, lr=0.1)
     assert run.diverged_at is None and run.losses[-30:].mean() < 0.8 * math.log(4) and run.test_accuracy > 0.6
-    bad = train(DeepMLP(16, 32, 6, 4, activation="linear", init="normal"), data, test, steps=50, lr=1e6)
+    bad = train_minibatch(DeepMLP(16, 32, 6, 4, activation="linear", init="normal"), data, test, steps=50, lr=1e6)
     assert bad.diverged_at is not None and bad.test_accuracy is None and len(bad.losses) == bad.diverged_at
 
 
@@ -78,7 +79,7 @@ def test_ensemble_training_is_the_textbook_loop_for_each_member(arch, opt):
     data, test = teacher_task(1000, seed=0), teacher_task(500, seed=1)
     models = [DeepMLP(16, 16, 5, 4, seed=s, **arch) for s in range(3)]
     references = [sgd_reference(copy.deepcopy(m), data, test, 25, 0.05, seed=s, **opt) for s, m in enumerate(models)]
-    runs = train(models, data, test, steps=25, lr=0.05, **opt)
+    runs = train_minibatch(models, data, test, steps=25, lr=0.05, **opt)
     for (losses, accuracy), run in zip(references, runs):
         torch.testing.assert_close(run.losses, losses, rtol=0, atol=1e-12)
         assert run.test_accuracy == accuracy
@@ -92,13 +93,13 @@ def test_ensemble_members_diverge_separately_and_bad_ensembles_are_refused():
     tame, wild = DeepMLP(16, 8, 2, 4, init="xavier"), DeepMLP(16, 8, 2, 4, init="xavier", seed=1)
     with torch.no_grad():
         wild.out.weight.mul_(1e308)  # logits overflow to inf at the first step
-    runs = train([tame, wild], data, test, steps=20, lr=0.05)
+    runs = train_minibatch([tame, wild], data, test, steps=20, lr=0.05)
     assert runs[0].diverged_at is None and len(runs[0].losses) == 20 and runs[0].test_accuracy is not None
     assert runs[1].diverged_at == 0 and runs[1].test_accuracy is None and len(runs[1].losses) == 0
     with pytest.raises(ValueError, match="one architecture"):
-        train([tame, DeepMLP(16, 8, 3, 4)], data, test, steps=1, lr=0.1)
+        train_minibatch([tame, DeepMLP(16, 8, 3, 4)], data, test, steps=1, lr=0.1)
     with pytest.raises(ValueError, match="one seed per model; got 1 seeds for 2 models"):
-        train([tame, wild], data, test, steps=1, lr=0.1, seed=[3])
+        train_minibatch([tame, wild], data, test, steps=1, lr=0.1, seed=[3])
 
 
 def test_half_precision_overflow_and_underflow():

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from chaosgrad import lyapunov_spectrum
-from chaosgrad.training import (GradientDescent, SigmoidMLP, TrainingDerivatives, TrainingHistory, cross_entropy,
-                                derivatives_through_training, hessian_eigenvalues, hessian_ends, hvp,
-                                lr_finite_difference, sharpness, subspace_iteration, train)
+from chaosgrad.hessian import hessian_eigenvalues, hvp, sharpness, subspace_iteration
+from chaosgrad.training import (FullBatchRun, GradientDescent, SigmoidMLP, TrainingDerivatives, cross_entropy,
+                                derivatives_through_training, hessian_ends, lr_finite_difference, train_full_batch)
 
 
 def small_problem(k=6, sizes=(5, 4, 3), seed=0):
@@ -213,22 +213,22 @@ def test_hessian_ends_on_a_quadratic_grow_at_log_abs_one_minus_lr_lambda(lr, dom
 def test_edge_of_stability_finds_the_longest_stretch_in_the_band():
     S = torch.tensor([1.0, 0.52, 0.5, 0.49, 0.3, 0.5, 0.51, 0.505, 0.499, 0.2], dtype=torch.float64)
     steps = torch.arange(10) * 5
-    h = TrainingHistory(steps, S, S, S, None, S, torch.zeros(1))
+    h = FullBatchRun(steps, S, S, S, None, S, torch.zeros(1))
     assert h.edge_of_stability(4.0, band=0.05) == (25, 40)  # 4 S = 2.0, 2.04, 2.02, 1.996
     assert h.edge_of_stability(4.0, band=0.001) == (10, 10)
     assert h.edge_of_stability(1.0) is None
-    with pytest.raises(ValueError, match="no sharpness"):
-        TrainingHistory(steps, S, S, S, None, None, torch.zeros(1)).edge_of_stability(4.0)
+    with pytest.raises(ValueError, match="recorded no sharpness; call train_full_batch with with_sharpness=True"):
+        FullBatchRun(steps, S, S, S, None, None, torch.zeros(1)).edge_of_stability(4.0)
 
 
-def test_train_records_loss_accuracy_and_sharpness():
+def test_train_full_batch_records_loss_accuracy_and_sharpness():
     """Gradient descent with a small step lowers the loss at every record (the loss is smooth
     and lr * sharpness < 2 here); the recorded sharpness is the dense Hessian's top eigenvalue."""
     net, X, T = small_problem(k=30, sizes=(6, 5, 3))
     labels = T.argmax(-1)
     theta0 = net.init(seed=8)
-    history = train(net, theta0, X, labels, lr=0.5, steps=40, record_every=10, X_test=X[:10],
-                    labels_test=labels[:10], with_sharpness=True, keep_parameters=True, progress=False)
+    history = train_full_batch(net, theta0, X, labels, lr=0.5, steps=40, record_every=10, X_test=X[:10],
+                               labels_test=labels[:10], with_sharpness=True, keep_parameters=True, progress=False)
     assert history.steps.tolist() == [0, 10, 20, 30, 40]
     assert bool((history.loss.diff() < 0).all())
     assert history.loss[0].item() == pytest.approx(net.loss(theta0, X, T).item(), rel=1e-14)
@@ -243,7 +243,7 @@ def test_train_records_loss_accuracy_and_sharpness():
     assert history.sharpness[-1].item() == pytest.approx(dense[-1].item(), abs=1e-7)
     assert 0 <= history.train_accuracy.min() and history.test_accuracy.max() <= 1
     with pytest.raises(ValueError, match="labels must be 30 integers in 0..2"):
-        train(net, theta0, X, labels + 3, lr=0.5, steps=2)
+        train_full_batch(net, theta0, X, labels + 3, lr=0.5, steps=2)
 
 
 def test_gradient_and_products_match_torch_func():

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from .activations import activation as _activation
 
-__all__ = ["INITS", "DeepMLP", "init_variance", "TrainingRun", "half_precision_gradients", "layer_gradient_norms", "teacher_task", "train"]
+__all__ = ["INITS", "DeepMLP", "MinibatchRun", "half_precision_gradients", "init_variance", "layer_gradient_norms",
+           "teacher_task", "train_minibatch"]
 
 #: initialisation name -> its hidden-weight distribution
 INITS: dict[str, str] = {
@@ -118,8 +119,16 @@ def layer_gradient_norms(model: DeepMLP, X: Tensor, y: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class TrainingRun:
-    """Losses of a training run; ``diverged_at`` is the first step whose loss was not finite."""
+class MinibatchRun:
+    """What :func:`train_minibatch` recorded for one member: the minibatch loss at every step,
+    the held-out accuracy (``None`` if it diverged) and ``diverged_at``, the first step whose
+    loss was not finite.
+
+    See Also
+    --------
+    chaosgrad.training.FullBatchRun : the record of full-batch gradient descent on chapter 6's
+        network (losses, accuracies and the sharpness every few steps).
+    """
 
     losses: Tensor
     test_accuracy: float | None
@@ -136,7 +145,8 @@ class _Stacked:
             return m.residual, m.phi, [type(n) for n in m.norms], [(k, p.shape) for k, p in m.named_parameters()]
 
         if any(signature(m) != signature(models[0]) for m in models):
-            raise ValueError("train needs models of one architecture (sizes, activation, batchnorm, residual)")
+            raise ValueError("train_minibatch needs models of one architecture (sizes, activation, batchnorm, "
+                             "residual): train different architectures in separate calls")
         first = models[0]
         self.models, self.phi, self.residual, self.depth = list(models), first.phi, first.residual, len(first.hidden)
         self.batchnorm = any(isinstance(n, nn.BatchNorm1d) for n in first.norms)
@@ -182,7 +192,7 @@ class _Stacked:
                     b.copy_(self.buffers[k][i])
 
 
-def train(
+def train_minibatch(
     model: DeepMLP | Sequence[DeepMLP],
     data: tuple[Tensor, Tensor],
     test: tuple[Tensor, Tensor],
@@ -192,7 +202,7 @@ def train(
     clip: float | None = None,
     weight_decay: float = 0.0,
     seed: int | Sequence[int] = 0,
-) -> TrainingRun | list[TrainingRun]:
+) -> MinibatchRun | list[MinibatchRun]:
     """Minibatch SGD on the cross-entropy, optionally with gradient-norm clipping and L2.
 
     ``model`` is one :class:`DeepMLP` or a list of them with one architecture (an ensemble,
@@ -208,7 +218,12 @@ def train(
     differ between CPUs and thread counts) grow into different losses, so one run is one
     sample; compare configurations by the mean and standard error over several seeds.
 
-    Returns one :class:`TrainingRun`, or a list of them for a list of models.
+    Returns one :class:`MinibatchRun`, or a list of them for a list of models.
+
+    See Also
+    --------
+    chaosgrad.training.train_full_batch : full-batch gradient descent on chapter 6's one-hidden-layer
+        network with flat parameters, the deterministic orbit of a map, recording the sharpness.
     """
     single = isinstance(model, DeepMLP)
     models = [model] if single else list(model)
@@ -219,7 +234,7 @@ def train(
     else:
         seeds = list(seed)
     if len(seeds) != len(models):
-        raise ValueError(f"train needs one seed per model; got {len(seeds)} seeds for {len(models)} models")
+        raise ValueError(f"train_minibatch needs one seed per model; got {len(seeds)} seeds for {len(models)} models")
     X, y = data
     net = _Stacked(models)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -253,9 +268,9 @@ def train(
     net.write_back()
     with torch.no_grad():
         predictions = net.forward(test[0].expand(S, *test[0].shape), training=False).argmax(-1)
-    runs = [TrainingRun(losses[i, : diverged[i] if diverged[i] is not None else steps].clone(),
-                        None if diverged[i] is not None else (predictions[i] == test[1]).double().mean().item(),
-                        diverged[i]) for i in range(S)]
+    runs = [MinibatchRun(losses[i, : diverged[i] if diverged[i] is not None else steps].clone(),
+                         None if diverged[i] is not None else (predictions[i] == test[1]).double().mean().item(),
+                         diverged[i]) for i in range(S)]
     return runs[0] if single else runs
 
 

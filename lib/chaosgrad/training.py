@@ -8,236 +8,33 @@ whose Jacobian is :math:`Dg(\theta) = I - \alpha \nabla^2 L(\theta)`: the identi
 learning rate times the Hessian, never the identity alone (the draft's eq. (27)-(30)).
 Its tangent map is a Hessian-vector product, so Lyapunov exponents of training never need
 the dense Hessian.
+
+The module holds the map (:class:`GradientDescent`), the growth of training along both ends
+of the Hessian's spectrum (:func:`hessian_ends`), the draft's network and loss
+(:class:`SigmoidMLP`, :class:`TrainingLoss`, :func:`cross_entropy`), the full-batch training
+loop (:func:`train_full_batch`) and derivatives through training
+(:func:`derivatives_through_training`). The Hessian's linear algebra (products, Lanczos,
+subspace iteration, sharpness) is in :mod:`chaosgrad.hessian`; minibatch SGD on deep
+networks, chapter 3's trainer, is :func:`chaosgrad.mlp.train_minibatch`.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .hessian import Loss, hessian_eigenvalues, hvp
 from .maps import Map, parameter
 from .progress import progress_range
 from .validation import check_finite, check_positive, check_whole
 
-__all__ = ["GradientDescent", "HessianEnds", "SigmoidMLP", "TrainingDerivatives", "TrainingHistory", "TrainingLoss",
-           "cross_entropy", "derivatives_through_training", "hessian_eigenvalues", "hessian_ends", "hvp",
-           "lr_finite_difference", "sharpness", "subspace_iteration", "train"]
-
-Loss = Callable[[Tensor], Tensor]
-
-
-def hvp(loss: Loss, theta: Tensor, v: Tensor) -> Tensor:
-    r"""Hessian-vector products :math:`\nabla^2 L(\theta)\, v` without forming the Hessian.
-
-    Forward-over-reverse differentiation (:func:`torch.func.jvp` of :func:`torch.func.grad`):
-    one product costs a small multiple of one gradient evaluation.
-
-    Parameters
-    ----------
-    loss
-        :math:`L`, a scalar function of a flat parameter vector (differentiable by torch.func).
-    theta
-        The point, shape ``(d,)``.
-    v
-        One vector ``(d,)`` or ``k`` of them as the columns of ``(d, k)``.
-
-    Returns
-    -------
-    Tensor shaped like ``v``.
-
-    Raises
-    ------
-    ValueError
-        If ``theta`` is not a vector or ``v`` does not have ``d`` rows.
-    """
-    if theta.ndim != 1:
-        raise ValueError(f"theta must be a flat parameter vector of shape (d,); got shape {tuple(theta.shape)}")
-    if v.ndim not in (1, 2) or v.shape[0] != theta.shape[0]:
-        raise ValueError(f"v must have shape (d,) or (d, k) with d = {theta.shape[0]}; got shape {tuple(v.shape)}")
-    grad = torch.func.grad(loss)
-
-    def product(u: Tensor) -> Tensor:
-        return torch.func.jvp(grad, (theta,), (u,))[1]
-
-    return product(v) if v.ndim == 1 else torch.func.vmap(product, in_dims=1, out_dims=1)(v)
-
-
-def _hessian_operator(loss: Loss, theta: Tensor, linearize_after: int = 6) -> Callable[[Tensor], Tensor]:
-    """``v -> H v`` at a fixed ``theta`` for an iterative method: :func:`hvp` for the first
-    ``linearize_after`` products, then the gradient linearised by :func:`torch.func.linearize`, which
-    stores the primal pass once and costs about half an :func:`hvp` per product (the
-    tracing costs about six). A warm-started Lanczos run that converges in a few products
-    never pays for the tracing."""
-    if hasattr(loss, "hessian_operator"):  # a closed form (TrainingLoss)
-        return loss.hessian_operator(theta)
-    count, linear = 0, None
-
-    def product(v: Tensor) -> Tensor:
-        nonlocal count, linear
-        count += 1
-        if linear is None and count > linearize_after:
-            with warnings.catch_warnings():  # torch.fx's constant folding warns about its own graph
-                warnings.simplefilter("ignore", UserWarning)
-                _, linear = torch.func.linearize(torch.func.grad(loss), theta)
-        return hvp(loss, theta, v) if linear is None else linear(v)
-
-    return product
-
-
-def hessian_eigenvalues(loss: Loss, theta: Tensor, k: int = 1, which: str = "largest", tol: float = 1e-10,
-                        max_iter: int = 300, seed: int = 0, start: Tensor | None = None,
-                        return_vectors: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-    r"""The ``k`` largest (or most negative) eigenvalues of :math:`\nabla^2 L(\theta)` by Lanczos.
-
-    Lanczos iteration on Hessian-vector products (:func:`hvp`) with full
-    reorthogonalisation, from a seeded random start (or ``start``); it stops when the residual bound
-    :math:`|\beta_m s_{mi}|` of each of the ``k`` wanted Ritz values is below
-    ``tol`` times the largest Ritz value in magnitude, or after ``max_iter`` products (or
-    ``d``, where the Krylov space is the whole space and the values are exact). The dense
-    Hessian is never formed: memory is ``max_iter`` vectors of length ``d``.
-
-    Parameters
-    ----------
-    loss, theta
-        As :func:`hvp`.
-    k
-        How many eigenvalues, ``1 <= k <= d``.
-    which
-        ``"largest"`` (the top of the spectrum, the sharpness first) or ``"smallest"`` (the
-        most negative end: negative values mark saddle directions).
-    tol, max_iter, seed
-        Relative residual tolerance, iteration cap, seed of the start vector.
-    start
-        Start vector ``(d,)`` instead of a random one (like ``v0`` of
-        :func:`scipy.sparse.linalg.eigsh`): an eigenvector of a nearby Hessian, for instance
-        the previous one along a training run, converges in a few products.
-    return_vectors
-        Also return the Ritz vectors.
-
-    Returns
-    -------
-    Tensor of shape ``(k,)``, largest first; with ``return_vectors``, also the unit
-    eigenvectors as the columns of a ``(d, k)`` tensor, in the same order.
-
-    Raises
-    ------
-    ValueError
-        For ``k`` outside ``1..d`` or an unknown ``which``.
-
-    See Also
-    --------
-    sharpness : the largest eigenvalue.
-    """
-    if which not in ("largest", "smallest"):
-        raise ValueError(f"which must be 'largest' or 'smallest'; got {which!r}")
-    d = theta.shape[0]
-    check_whole(k, "k", 1)
-    if k > d:
-        raise ValueError(f"k must be at most the number of parameters d = {d}; got k = {k}")
-    steps = min(d, int(max_iter))
-    product = _hessian_operator(loss, theta.detach())
-    if start is None:
-        q = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=theta.dtype)
-    else:
-        q = check_finite(torch.as_tensor(start, dtype=theta.dtype), "start vector")
-        if q.shape != (d,) or not bool(q.any()):
-            raise ValueError(f"start must be a nonzero vector of shape ({d},); got shape {tuple(q.shape)}")
-    Q = theta.new_empty(steps + 1, d)  # the Lanczos vectors as rows, filled as they come
-    Q[0] = q / torch.linalg.vector_norm(q)
-    alphas, betas = [], []
-    for m in range(steps):
-        w = product(Q[m])
-        alphas.append(torch.dot(w, Q[m]))
-        basis = Q[: m + 1]
-        for _ in range(2):  # full reorthogonalisation, twice is enough
-            w = w - basis.T @ (basis @ w)
-        beta = torch.linalg.vector_norm(w)
-        T = torch.diag(torch.stack(alphas))
-        if m > 0:
-            off = torch.stack(betas)
-            T = T + torch.diag(off, 1) + torch.diag(off, -1)
-        ritz, S = torch.linalg.eigh(T)
-        order = torch.arange(len(ritz) - 1, -1, -1) if which == "largest" else torch.arange(len(ritz))
-        wanted = order[:k]
-        if len(ritz) >= k:
-            residual = (beta * S[-1, wanted]).abs()
-            if m + 1 == d or bool((residual <= tol * ritz.abs().max()).all()) or beta == 0:
-                break
-        betas.append(beta)
-        Q[m + 1] = w / beta
-    values, order = ritz[wanted].sort(descending=True)
-    if not return_vectors:
-        return values
-    return values, Q[: len(ritz)].T @ S[:, wanted[order]]
-
-
-def subspace_iteration(loss: Loss, theta: Tensor, k: int = 5, block: int | None = None, tol: float = 1e-10,
-                       max_iter: int = 500, seed: int = 1) -> Tensor:
-    r"""The ``k`` eigenvalues of :math:`\nabla^2 L(\theta)` largest in magnitude, by subspace
-    iteration: an independent check of :func:`hessian_eigenvalues`.
-
-    Block power iteration :math:`V \leftarrow \operatorname{qr}(HV)` on ``block`` vectors
-    with a Rayleigh-Ritz step (the eigenvalues of :math:`V^\top H V`) at every iteration
-    :cite:`saad2011numerical`. It shares with Lanczos only the Hessian-vector products
-    (:func:`hvp`, batched over the block): no Krylov basis, no tridiagonal matrix. The
-    :math:`i`-th Ritz value converges like :math:`|\lambda_{b+1}/\lambda_i|^{2m}` after
-    :math:`m` iterations; it stops when no wanted Ritz value moved by more than ``tol``
-    times the largest in one iteration.
-
-    Parameters
-    ----------
-    loss, theta
-        As :func:`hvp`.
-    k
-        How many eigenvalues, ``1 <= k <= d``.
-    block
-        Block size ``b >= k``; default ``2k``.
-    tol, max_iter, seed
-        Relative change that stops it, iteration cap, seed of the random start block.
-
-    Returns
-    -------
-    Tensor of shape ``(k,)``: the ``k`` eigenvalues of largest magnitude, largest first.
-
-    Raises
-    ------
-    ValueError
-        For ``k`` or ``block`` out of range.
-
-    See Also
-    --------
-    hessian_eigenvalues : Lanczos, the faster method (and the most negative end).
-    """
-    d = theta.shape[0]
-    check_whole(k, "k", 1)
-    b = 2 * int(k) if block is None else block
-    check_whole(b, "block", 1)
-    if not k <= b <= d:
-        raise ValueError(f"need k <= block <= d = {d}; got k = {k}, block = {b}")
-    V = torch.linalg.qr(torch.randn(d, b, generator=torch.Generator().manual_seed(seed), dtype=theta.dtype))[0]
-    previous = None
-    for _ in range(int(max_iter)):
-        HV = hvp(loss, theta.detach(), V)
-        ritz = torch.linalg.eigvalsh(0.5 * (V.T @ HV + HV.T @ V))
-        top = ritz[ritz.abs().argsort(descending=True)[:k]]
-        if previous is not None and bool(((top - previous).abs() <= tol * top.abs().max()).all()):
-            break
-        previous = top
-        V = torch.linalg.qr(HV)[0]
-    return top.sort(descending=True).values
-
-
-def sharpness(loss: Loss, theta: Tensor, **kwargs) -> float:
-    r"""The largest Hessian eigenvalue :math:`\lambda_{\max}(\nabla^2 L(\theta))`
-    (:func:`hessian_eigenvalues` with ``k = 1``); gradient descent with learning rate
-    :math:`\alpha` is stable along its eigenvector only if :math:`\alpha\lambda_{\max} < 2`
-    :cite:`cohen2021gradient`."""
-    return float(hessian_eigenvalues(loss, theta, k=1, which="largest", **kwargs)[0])
+__all__ = ["FullBatchRun", "GradientDescent", "HessianEnds", "SigmoidMLP", "TrainingDerivatives", "TrainingLoss",
+           "cross_entropy", "derivatives_through_training", "hessian_ends", "lr_finite_difference",
+           "train_full_batch"]
 
 
 @dataclass(frozen=True)
@@ -288,13 +85,13 @@ def hessian_ends(loss: Loss, theta: Tensor, lr: float, steps: int = 20, tol: flo
     Parameters
     ----------
     loss, theta
-        As :func:`hvp`.
+        As :func:`~chaosgrad.hessian.hvp`.
     lr
         Learning rate :math:`\alpha > 0` of the gradient-descent map.
     steps
         Length of the run over which each end's growth is measured.
     tol
-        Lanczos tolerance of :func:`hessian_eigenvalues` for each end.
+        Lanczos tolerance of :func:`~chaosgrad.hessian.hessian_eigenvalues` for each end.
 
     Returns
     -------
@@ -479,8 +276,8 @@ class TrainingLoss:
     Pearlmutter's R-operator :cite:`pearlmutter1994fast` written out for this network: the
     forward and backward passes at :math:`\theta` are computed once and every product then
     costs two products with the data matrix, about one gradient, against about three for
-    :func:`hvp`'s forward-over-reverse pass. :func:`hessian_eigenvalues` uses it when the
-    loss has it.
+    :func:`~chaosgrad.hessian.hvp`'s forward-over-reverse pass.
+    :func:`~chaosgrad.hessian.hessian_eigenvalues` uses it when the loss has it.
 
     With :math:`S = Z_1\circ(1 - Z_1)`, :math:`G_2 = (Y - T)/k`, :math:`D = G_2W_2^\top` and
     :math:`G_1 = D\circ S` (the gradient's intermediate quantities), the directional
@@ -586,8 +383,13 @@ class TrainingLoss:
 
 
 @dataclass(frozen=True)
-class TrainingHistory:
-    r"""What :func:`train` recorded, every ``record_every`` steps (and at the start).
+class FullBatchRun:
+    r"""What :func:`train_full_batch` recorded, every ``record_every`` steps (and at the start).
+
+    See Also
+    --------
+    chaosgrad.mlp.MinibatchRun : the record of minibatch SGD on deep networks (a loss per step
+        and the step of divergence, no Hessian).
 
     Attributes
     ----------
@@ -602,7 +404,7 @@ class TrainingHistory:
         Fraction of correctly classified training and held-out samples (``test_accuracy``
         is ``None`` without held-out data).
     sharpness : Tensor, shape ``(r,)`` or None
-        Largest Hessian eigenvalue of the training loss (with ``sharpness=True``).
+        Largest Hessian eigenvalue of the training loss (with ``with_sharpness=True``).
     theta : Tensor, shape ``(d,)``
         The final parameters.
     parameters : Tensor, shape ``(r, d)`` or None
@@ -628,7 +430,7 @@ class TrainingHistory:
         record is in the band. Needs a history recorded ``with_sharpness``.
         """
         if self.sharpness is None:
-            raise ValueError("this history has no sharpness; train with with_sharpness=True")
+            raise ValueError("this run recorded no sharpness; call train_full_batch with with_sharpness=True")
         inside = ((lr * self.sharpness - 2).abs() <= band).tolist()
         best, start = None, None
         for i, flag in enumerate([*inside, False]):
@@ -641,12 +443,17 @@ class TrainingHistory:
         return None if best is None else (int(self.steps[best[0]]), int(self.steps[best[1]]))
 
 
-def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float, steps: int,
-          record_every: int = 10, X_test: Tensor | None = None, labels_test: Tensor | None = None,
-          with_sharpness: bool = False, sharpness_tol: float = 1e-8, keep_parameters: bool = False,
-          progress: bool | None = None) -> TrainingHistory:
+def train_full_batch(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float, steps: int,
+                     record_every: int = 10, X_test: Tensor | None = None, labels_test: Tensor | None = None,
+                     with_sharpness: bool = False, sharpness_tol: float = 1e-8, keep_parameters: bool = False,
+                     progress: bool | None = None) -> FullBatchRun:
     r"""Full-batch gradient descent :math:`\theta \leftarrow \theta - \alpha\nabla L(\theta)` on the
     cross-entropy of ``net``, recording loss, accuracies and (optionally) the sharpness.
+
+    Every step uses the gradient of the loss on the whole training set, so the run is the
+    deterministic orbit of the map :class:`GradientDescent` from ``theta0`` (chapter 6): one
+    network with flat parameters, no minibatches, no clipping, and the Hessian's top
+    eigenvalue recorded along the way to compare with the stability limit :math:`2/\alpha`.
 
     Parameters
     ----------
@@ -661,8 +468,9 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
     X_test, labels_test
         Optional held-out data.
     with_sharpness
-        Also record :func:`sharpness` of the training loss: one Lanczos run per record
-        (:func:`hessian_eigenvalues`), started from the previous record's top eigenvector.
+        Also record the sharpness :func:`~chaosgrad.hessian.sharpness` of the training loss: one
+        Lanczos run per record (:func:`~chaosgrad.hessian.hessian_eigenvalues`), started from the
+        previous record's top eigenvector.
     sharpness_tol
         Its relative residual tolerance.
     keep_parameters
@@ -672,7 +480,7 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
 
     Returns
     -------
-    TrainingHistory
+    FullBatchRun
 
     Raises
     ------
@@ -680,6 +488,14 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
         For labels outside ``0..n_2-1`` or of the wrong length.
     NonFiniteStateError
         If the parameters become inf or NaN (the message names the step).
+
+    See Also
+    --------
+    chaosgrad.mlp.train_minibatch : minibatch SGD (optionally clipped, with weight decay) on an
+        ensemble of deep :class:`~chaosgrad.mlp.DeepMLP` modules, chapter 3's trainer: a loss per
+        step and the step of divergence, no Hessian.
+    derivatives_through_training : the same orbit differentiated with respect to :math:`\alpha`
+        and :math:`\theta_0`.
     """
     check_whole(steps, "steps", 1)
     check_whole(record_every, "record_every", 1)
@@ -728,10 +544,10 @@ def train(net: SigmoidMLP, theta0: Tensor, X: Tensor, labels: Tensor, lr: float,
         if n < steps:
             theta = check_finite(theta - lr * gradient, "parameters", step=n + 1)
     table = torch.tensor(rows, dtype=torch.float64)
-    return TrainingHistory(table[:, 0].long(), table[:, 1], torch.tensor(losses, dtype=torch.float64), table[:, 2],
-                           table[:, 3] if X_test is not None else None,
-                           table[:, 4] if with_sharpness else None, theta,
-                           torch.stack(kept) if keep_parameters else None)
+    return FullBatchRun(table[:, 0].long(), table[:, 1], torch.tensor(losses, dtype=torch.float64), table[:, 2],
+                        table[:, 3] if X_test is not None else None,
+                        table[:, 4] if with_sharpness else None, theta,
+                        torch.stack(kept) if keep_parameters else None)
 
 
 def _run_gradient_descent(loss: TrainingLoss, theta: Tensor, lr: float, steps: int,
@@ -900,7 +716,7 @@ def derivatives_through_training(loss: TrainingLoss, theta0: Tensor, lr: float, 
         top singular vector of :math:`Dg(\theta_0)`), from both ends by Lanczos.
     ends_at
         Steps at which to compute :math:`\lambda_{\max}` and :math:`\lambda_{\min}` by
-        :func:`hessian_eigenvalues` (each started from the previous record's eigenvector).
+        :func:`~chaosgrad.hessian.hessian_eigenvalues` (each started from the previous record's eigenvector).
     tol
         Their Lanczos tolerance.
 
