@@ -129,6 +129,11 @@ class Gradient:
         What it cost (filled in by :func:`average_gradient` and by estimators that count).
     output_shape : tuple of int
         ``output`` above.
+    info : dict
+        What the estimator adds: ``"per"`` (what one sample is: ``"member"``, ``"path"``,
+        ``"group"``, ``"segment"``, ``"block"``), ``"sizes"`` (paths or steps behind each
+        sample, when they differ: the value is then their size-weighted mean), ``"method"``
+        (from :func:`average_gradient`).
     """
 
     value: dict[str, Tensor]
@@ -179,7 +184,8 @@ class Gradient:
                              f"{tuple(self[name].shape)}); give one index per axis")
         if self.samples is None or self.samples[name].shape[0] < 2:
             raise ValueError("an error bar needs at least two independent samples; this gradient has one")
-        return Estimate.of(self.samples[name][(slice(None), *((index,) if isinstance(index, int) else index))])
+        return self._summary(self.samples[name][(slice(None), *((index,) if isinstance(index, int) else index))],
+                             float(value))
 
     def along(self, direction: Mapping[str, Any], index: tuple[int, ...] = ()) -> Estimate | float:
         r"""The directional derivative :math:`\sum_j \langle \partial J/\partial\gamma_j, v_j\rangle`.
@@ -214,8 +220,16 @@ class Gradient:
             return torch.as_tensor(total)[(slice(None),) * lead + tuple(index)] if out else torch.as_tensor(total)
 
         if self.samples is not None and next(iter(self.samples.values())).shape[0] >= 2:
-            return Estimate.of(project(self.samples, 1))
+            return self._summary(project(self.samples, 1), float(project(self.value, 0)))
         return float(project(self.value, 0))
+
+    def _summary(self, samples: Tensor, value: float) -> Estimate:
+        r"""An Estimate of one projection of the samples: their mean with ``Estimate.of``, or,
+        for means of unequal groups or blocks (``info["sizes"]``), the size-weighted ``value``
+        with the batch-means error :math:`\mathrm{std}/\sqrt s`."""
+        if "sizes" not in self.info:
+            return Estimate.of(samples)
+        return Estimate(value, float(samples.std(correction=1)) / math.sqrt(samples.shape[0]))
 
     def flat(self) -> Tensor:
         """Every value concatenated into one vector of ``(*output, P)``, in the order of :attr:`names`."""
@@ -372,8 +386,8 @@ METHODS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "truncated": (frozenset({"warmup", "n0", "truncate", "window"}), frozenset({"truncate"})),
     "nilsas": (frozenset({"segment_steps", "n_unstable", "warmup", "n0", "seed", "progress"}),
                frozenset({"segment_steps"})),
-    "kernel": (frozenset({"window", "warmup", "blocks", "errors"}), frozenset()),
-    "path-kernel": (frozenset({"alpha"}), frozenset({"alpha"})),
+    "kernel": (frozenset({"window", "warmup", "blocks", "errors", "groups"}), frozenset()),
+    "path-kernel": (frozenset({"alpha", "groups"}), frozenset({"alpha"})),
 }
 
 
@@ -409,10 +423,10 @@ def average_gradient(
                               :class:`~chaosgrad.systems.Noisy` map,
                               :func:`~chaosgrad.kernel.kernel_derivative` with
                               ``average=True`` (``window``, ``warmup``, ``blocks``,
-                              ``errors``)
+                              ``errors``, ``groups``)
     ``"path-kernel"``         the path-kernel hybrid,
                               :func:`~chaosgrad.kernel.path_kernel_derivative` with
-                              ``average=True`` (``alpha``)
+                              ``average=True`` (``alpha``, ``groups``)
     ========================  ===========================================================
 
     Parameters
