@@ -20,7 +20,7 @@ from chaosgrad.derivatives import backprop_derivative, ensemble_adjoint, finite_
 from chaosgrad.gradients import Cost, Gradient, Line, counted
 from chaosgrad.shadowing import nilsas
 from chaosgrad.systems import Henon, Lorenz63
-from test_kernel_gradients import directions  # random unit directions over every parameter
+from chaosgrad.gradients import random_directions as directions
 
 F64 = torch.float64
 

@@ -125,3 +125,41 @@ def test_average_gradient_refuses_unknown_methods_and_options():
     with pytest.raises(ValueError, match=r"segment_steps must divide steps = 10; got segment_steps = 3"):
         average_gradient(Henon(), x0, 10, observable, method="nilsas", segment_steps=3)
     assert set(METHODS) == {"backprop", "clipped", "truncated", "nilsas", "kernel", "path-kernel"}
+
+
+def test_average_gradient_is_each_estimator_with_its_cost_counted():
+    """The door returns exactly what the estimator returns on the same paths, and the products
+    it took: backpropagation of T steps takes T steps, T - 1 adjoint steps and T parameter vjps
+    per member whatever the number of parameters; kernel differentiation one step and one
+    parameter vjp per path and step, and no Jacobian product."""
+    from chaosgrad.kernel import kernel_derivative, path_kernel_derivative
+    from chaosgrad.shadowing import nilsas
+
+    x0, T = henon_states((4,)), 12
+    observable = lambda s: s[..., 0]  # noqa: E731
+    cases = [
+        ("backprop", {}, lambda: backprop_derivative(Henon(), x0, T, observable, None)),
+        ("clipped", {"clip": 0.5}, lambda: backprop_derivative(Henon(), x0, T, observable, None, clip=0.5)),
+        ("truncated", {"truncate": 3, "window": "sliding"},
+         lambda: backprop_derivative(Henon(), x0, T, observable, None, truncate=3, window="sliding")),
+        ("nilsas", {"segment_steps": 4, "n_unstable": 1},
+         lambda: nilsas(Henon(), x0, observable, 3, 4, n_unstable=1, parameter=None).gradients),
+    ]
+    for method, options, direct in cases:
+        door, reference = average_gradient(Henon(), x0, T, observable, method, **options), direct()
+        assert door.info["method"] == method and door.names == ["a", "b"]
+        for name in door:
+            torch.testing.assert_close(door[name], reference[name], rtol=0, atol=0)
+    cost = average_gradient(Henon(), x0, T, observable).cost
+    assert cost == Cost(steps=4 * T, vjps=4 * (T - 1), param_vjps=4 * T)
+    noisy = lambda: Noisy(Henon(), sigma=0.05, seed=5)  # noqa: E731
+    for method, options, direct in [
+        ("kernel", {}, lambda: kernel_derivative(noisy(), x0, T, observable, None, average=True)),
+        ("path-kernel", {"alpha": 0.5},
+         lambda: path_kernel_derivative(noisy(), x0, T, observable, None, 0.5, average=True)),
+    ]:
+        door, reference = average_gradient(noisy(), x0, T, observable, method, **options), direct()
+        for name in door:
+            torch.testing.assert_close(door[name], reference[name], rtol=0, atol=0)
+            torch.testing.assert_close(door.stderr[name], reference.stderr[name], rtol=0, atol=0)
+    assert average_gradient(noisy(), x0, T, observable, "kernel").cost == Cost(steps=4 * T, param_vjps=4 * T)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from chaosgrad.derivatives import finite_difference
 from chaosgrad.gradients import Gradient, Line, counted
+from chaosgrad.gradients import random_directions as directions
 from chaosgrad.kernel import kernel_derivative, path_kernel_derivative
 from chaosgrad.maps import Map, parameter
 from chaosgrad.systems import Noisy
@@ -52,17 +53,6 @@ class MatrixAR1(Map):
 
     def step(self, x, n=0):
         return x @ self.weight.mT + self.bias
-
-
-def directions(map, count=3, seed=0):
-    """``count`` random unit directions in the space of every parameter of ``map``."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(count):
-        v = {k: torch.randn(p.shape, generator=g, dtype=F64) for k, p in map.params().items()}
-        norm = math.sqrt(sum(float((t**2).sum()) for t in v.values()))
-        out.append({k: t / norm for k, t in v.items()})
-    return out
 
 
 def start(paths, seed=0):

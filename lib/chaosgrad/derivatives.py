@@ -264,7 +264,7 @@ class _GradientPairing:
             scale = torch.clamp(clip_total / squares.sqrt(), max=1.0)
             total = {k: g * scale.reshape(*self.batch, *(1,) * (g.dim() - len(self.batch))) for k, g in total.items()}
         samples = {k: g.reshape(-1, *g.shape[len(self.batch):]) for k, g in total.items()}
-        return Gradient.of(samples, estimator="backprop_derivative", sampled_over="ensemble members")
+        return Gradient.of(samples, per="member")
 
 
 _Pairing = _ScalarPairing | _GradientPairing

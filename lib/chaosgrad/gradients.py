@@ -37,7 +37,7 @@ from .estimates import Estimate
 from .maps import Map, parameter
 from .validation import unknown_parameter_error
 
-__all__ = ["Cost", "Gradient", "Line", "METHODS", "average_gradient", "counted", "parameter_names"]
+__all__ = ["Cost", "Gradient", "Line", "METHODS", "average_gradient", "counted", "parameter_names", "random_directions"]
 
 
 def parameter_names(map: Map, parameter: str | Iterable[str] | None) -> list[str]:
@@ -238,6 +238,19 @@ class Gradient:
 
 
 # -- one-parameter families -----------------------------------------------------------------
+def random_directions(map: Map, count: int = 3, seed: int = 0) -> list[dict[str, Tensor]]:
+    """``count`` random unit vectors :math:`v` in the space of every parameter of ``map``
+    (Gaussian entries, normalised over all parameters together), by name: directions for
+    :class:`Line` and :meth:`Gradient.along`, e.g. to test an all-parameter gradient."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        v = {k: torch.randn(p.shape, generator=g, dtype=torch.float64) for k, p in map.params().items()}
+        norm = math.sqrt(sum(float((t**2).sum()) for t in v.values()))
+        out.append({k: t / norm for k, t in v.items()})
+    return out
+
+
 class Line(Map):
     r"""The map restricted to the line :math:`\gamma_0 + t\,v` in parameter space, with the
     one scalar parameter ``t`` (0 by default): :math:`x_{n+1} = f_n(x_n;\gamma_0 + t\,v)`.

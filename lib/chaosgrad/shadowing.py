@@ -509,8 +509,7 @@ def _assemble(map: Map, x: Tensor, orbit: Tensor, phi: Tensor, mean_phi: Tensor,
         totals.update({name: per_segment[name].sum(0) for name in tensors})
     samples = {name: _block_samples(per_segment[name].reshape(segments, *params[name].shape), segments) if one
                else totals[name].reshape(-1, *params[name].shape) for name in requested}
-    gradients = Gradient.of(samples, estimator="nilsas",
-                            sampled_over="blocks of segments" if one else "ensemble members")
+    gradients = Gradient.of(samples, per="block" if one else "member")
     average = Estimate.of(mean_phi.reshape(-1)) if mean_phi.numel() >= 2 else Estimate.of_series(phi[1:].reshape(-1))
     covector = covector_norm = None
     if sweep.grams is not None:  # |nu' + W a|^2 with c = (1, a): c^T [nu', W]^T [nu', W] c
