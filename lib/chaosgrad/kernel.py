@@ -224,7 +224,8 @@ def kernel_derivative(
         :math:`W/T` once :math:`T` exceeds the correlation time.
     groups
         All-parameter version only (ignored for a single name): the samples behind the error
-        bar are the means over ``min(groups, paths)`` groups of consecutive paths (nearly equal
+        bar are the means over ``min(groups, paths)`` groups of consecutive paths (or down to
+        half as many, where that many divide the paths into equal groups; otherwise nearly equal
         sizes; the value is the mean over all paths and the error bar their batch-means
         standard error, as :func:`~chaosgrad.estimates.batch_means`), so that the parameter
         gradients are summed within a group in one reverse pass and their cost does not grow
@@ -598,13 +599,16 @@ def _foliation_checked(noisy: Noisy, x: Tensor, names: list[str], n: int) -> Non
 
 
 def _groups(paths: int, groups: int | None) -> tuple[Tensor, Tensor]:
-    """The partition of ``paths`` into ``min(groups, paths)`` groups of consecutive paths of
-    nearly equal sizes (``None``: one per path), as an index ``(G, k)`` into the paths padded
+    """The partition of ``paths`` into ``G = min(groups, paths)`` groups of consecutive paths of
+    nearly equal sizes (``None``: one per path; the largest ``G`` between half that and that
+    which divides ``paths`` where there is one, so that every group has the same size), as an index ``(G, k)`` into the paths padded
     with one extra row (index ``paths``) where a group is shorter than ``k``, and the sizes ``(G,)``."""
     if groups is not None and (int(groups) != groups or groups < 2):
         raise ValueError(f"groups must be a whole number >= 2 (the samples behind the error bar) or None for one "
                          f"per path; got groups = {groups}")
     count = paths if groups is None else min(int(groups), paths)
+    if groups is not None:  # prefer equal groups (nothing padded, no wasted vjps) down to half as many
+        count = next((d for d in range(count, (count + 1) // 2 - 1, -1) if paths % d == 0), count)
     edges = torch.linspace(0, paths, count + 1).round().long().tolist()
     k = max(hi - lo for lo, hi in zip(edges[:-1], edges[1:]))
     index = torch.full((count, k), paths, dtype=torch.long)
