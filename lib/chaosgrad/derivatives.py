@@ -67,7 +67,7 @@ import torch
 from torch import Tensor
 
 from .estimates import Estimate
-from .gradients import Gradient, parameter_names
+from .gradients import REVERSE_CHUNK_STATES, Gradient, parameter_names
 from .maps import Map
 from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
 
@@ -230,22 +230,47 @@ class _ScalarPairing:
 
 class _GradientPairing:
     r"""The pairing :math:`\sum_n (\partial f_n/\partial\gamma)^\top\psi_{n+1}` for every listed
-    parameter, per member: one reverse-mode parameter gradient per step, fused with the step
-    of the adjoint (:meth:`Map._vjp_param_vjp`), whatever the number of parameters."""
+    parameter, per member: one reverse-mode parameter gradient per step, whatever the number
+    of parameters. On a map that is not autonomous it is fused with the step of the adjoint
+    (:meth:`Map._vjp_param_vjp`). On an autonomous map the covectors are kept and paired with
+    their states in calls of about ``REVERSE_CHUNK_STATES`` states, each member's steps summed
+    inside the call (:meth:`Map._param_vjp` with the steps as a summed ensemble axis): the
+    pairing does not feed back into the adjoint, and a few large calls cost less than one small
+    call per step (per-call overhead, per-member outer products; benchmarks/bench_gradients.py)."""
 
     def __init__(self, map: Map, orbit: Tensor, names: list[str], n0: int) -> None:
         self.map, self.orbit, self.n0 = map, orbit, n0
         self.batch = orbit.shape[1:-1]
         params = map.params()
         self.total = {k: torch.zeros((*self.batch, *params[k].shape), dtype=orbit.dtype) for k in names}
+        self.chunk = max(1, REVERSE_CHUNK_STATES // max(1, self.batch.numel())) if map.autonomous else 0
+        self.pending: list[tuple[int, Tensor]] = []  # (n, psi_{n+1}) not yet paired
 
     def _add(self, grads: dict[str, Tensor]) -> None:
         for k in self.total:
             self.total[k] = self.total[k] + grads[k]
 
+    def _defer(self, n: int, psi: Tensor) -> None:
+        """Keep ``psi`` for step ``n``; pair the kept ones once there are ``chunk`` of them."""
+        self.pending.append((n, psi))
+        if len(self.pending) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        steps = [n for n, _ in self.pending]
+        x = self.orbit[steps].movedim(0, -2)  # (..., c, dim): the c steps of each member side by side
+        w = torch.stack([psi for _, psi in self.pending]).movedim(0, -2)
+        self._add(self.map._param_vjp(x, w, self.n0, len(self.batch)))
+        self.pending = []
+
     def pair(self, n: int, psi: Tensor) -> Tensor | None:
         """As :meth:`_ScalarPairing.pair`, for every parameter at once."""
         keep = len(self.batch)
+        if self.chunk:
+            self._defer(n, psi)
+            return None if n == 0 else self.map._vjp(self.orbit[n], psi[..., None], self.n0 + n)[..., 0]
         if n == 0:
             self._add(self.map._param_vjp(self.orbit[0], psi, self.n0, keep))
             return None
@@ -255,9 +280,13 @@ class _GradientPairing:
 
     def pair_lags(self, n: int, psi: Tensor) -> None:
         """The lags summed before the pairing (it is linear): one parameter gradient per step."""
-        self._add(self.map._param_vjp(self.orbit[n], psi.sum(-1), self.n0 + n, len(self.batch)))
+        if self.chunk:
+            self._defer(n, psi.sum(-1))
+        else:
+            self._add(self.map._param_vjp(self.orbit[n], psi.sum(-1), self.n0 + n, len(self.batch)))
 
     def result(self, clip_total: float | None) -> Gradient:
+        self._flush()
         total = self.total
         if clip_total is not None:  # each member's gradient, all listed parameters together, to norm <= c
             squares = sum(g.reshape(*self.batch, -1).square().sum(-1) for g in total.values())

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .derivatives import finite_difference, time_average
 from .estimates import Estimate
-from .gradients import Gradient, parameter_names
+from .gradients import REVERSE_CHUNK_STATES, Gradient, parameter_names
 from .progress import progress_range
 from .systems import Noisy
 from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
@@ -106,15 +106,6 @@ def _inside_span(noisy: Noisy, dfdg: Tensor, parameter: str, first: int, hint: s
             "with foliated noise needs the perturbation inside that span; add its direction to the noise" + hint
         )
     return c
-
-
-#: States per reverse-mode call when the all-parameter estimators take the parameter vjps of
-#: many stored steps at once (autonomous maps): enough to amortise the per-call overhead, few
-#: enough that the reverse pass's activations (states x the widest layer) stay in cache. On a
-#: NeuralMap with 256 paths (benchmarks/bench_gradients.py), 2**10 states per call against all
-#: 200 steps in one call: kernel differentiation 2.9 instead of 3.3 simulations at P = 995,
-#: 4.0 instead of 5.8 at P = 20,723.
-REVERSE_CHUNK_STATES = 2**10
 
 
 def _deferred_steps(map, batch: Tensor) -> int:
@@ -814,22 +805,27 @@ def _adjoint_sweep(noisy: Noisy, states: list[Tensor], covectors: list[Tensor], 
     :math:`\lambda_n = a_n + (1-\alpha_n)\,Df(x_{n+1})^\top\lambda_{n+1}`, and
     :math:`\sum_n (\partial_\gamma f(x_n))^\top\lambda_n` summed over the paths of each group of
     ``index``, ``(m, G, P)``: one :meth:`~chaosgrad.maps.Map._vjp_param_vjp` per step (a
-    :meth:`~chaosgrad.maps.Map._param_vjp` at step 0), on the paths laid out by group (padding
-    paths carry a zero covector)."""
+    :meth:`~chaosgrad.maps.Map._param_vjp` where :math:`\alpha = 1` carries nothing back, and at
+    step 0), on the paths laid out by group (padding paths carry a zero covector). Unlike
+    :func:`_weighted_scores` the parameter vjps are not batched over steps: the adjoint step
+    needs the same reverse pass, and sharing it costs less than a separate vjp plus batched
+    parameter vjps (benchmarks/bench_gradients.py: 4.8 against 6.0 simulations at P = 995)."""
     T = len(covectors)
     lam, total = _grouped(covectors[T - 1], index), None
     with torch.no_grad():
         for n in range(T - 1, -1, -1):
             x = _grouped(states[n], index, state=True).expand_as(lam)
-            if n > 0:
+            carry = n > 0 and bool(schedule[n - 1] < 1)
+            if carry:
                 pulled, grads = noisy.map._vjp_param_vjp(x, lam, n, 2)
             else:
                 grads = noisy.map._param_vjp(x, lam, n, 2)
             g = _flatten(grads, names, 2)
             total = g if total is None else total + g
             if n > 0:
-                pulled = check_finite(pulled, "adjoint covector", step=n)
-                lam = _grouped(covectors[n - 1], index) + (1 - schedule[n - 1]) * pulled
+                lam = _grouped(covectors[n - 1], index)
+                if carry:
+                    lam = lam + (1 - schedule[n - 1]) * check_finite(pulled, "adjoint covector", step=n)
     return total
 
 
