@@ -52,6 +52,7 @@ class Lorenz3(chaosgrad.Map):
 
     dim = 3
     autonomous = True
+    is_flow = True  # with vector_field and dt below: NILSAS adds the neutral direction
 
     def __init__(self) -> None:
         super().__init__()

@@ -238,3 +238,23 @@ def test_covector_norm_without_the_covector_equals_the_norm_of_the_covector(m_un
     reference = full.covector.norm(dim=-1)
     torch.testing.assert_close(norms.covector_norm, reference, rtol=1e-9, atol=1e-14 * float(reference.max()))
     torch.testing.assert_close(full.covector_norm, reference, rtol=1e-9, atol=1e-14 * float(reference.max()))
+
+
+def test_a_flow_is_declared_not_guessed_from_attribute_names():
+    """A map with attributes named vector_field and dt is still a map unless it declares
+    is_flow = True; a declared flow without them is refused with what it must define."""
+    from chaosgrad.shadowing import _flow
+
+    class Named(Lorenz63):
+        is_flow = False
+
+    class Declared(chaosgrad.Map):
+        dim, is_flow = 2, True
+
+        def step(self, x, n=0):
+            return x
+
+    assert _flow(Lorenz63()) and not _flow(Named())
+    with pytest.raises(TypeError, match=r"Declared declares is_flow = True but has no vector_field or dt: a flow's "
+                                        r"time-dt map must define vector_field\(x\)"):
+        _flow(Declared())

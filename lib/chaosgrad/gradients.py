@@ -293,6 +293,7 @@ class Line(Map):
         self._direction = {k: torch.as_tensor(v, dtype=params[k].dtype).expand_as(params[k]).clone()
                            for k, v in direction.items()}
         self.t = parameter(t)
+        self.is_flow = map.is_flow
         for attribute in ("vector_field", "dt"):  # a flow stays a flow (the field at t = 0)
             if hasattr(map, attribute):
                 setattr(self, attribute, getattr(map, attribute))
@@ -319,6 +320,7 @@ class _Counted(Map):
         self.dim = map.dim
         self.autonomous = map.autonomous
         self._tally = tally
+        self.is_flow = map.is_flow
         for attribute in ("vector_field", "dt"):
             if hasattr(map, attribute):
                 setattr(self, attribute, getattr(map, attribute))

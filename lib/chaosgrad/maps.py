@@ -76,6 +76,12 @@ class Map(torch.nn.Module):
     #: algorithms evaluate derivatives for many steps in one batched call. Default False.
     autonomous: bool = False
 
+    #: True when the map is the time-``dt`` map of a flow :math:`\dot x = F(x)` (an ODE solver's
+    #: step): the map must then also define ``vector_field(x)`` (:math:`F`, states ``(..., dim)``
+    #: to ``(..., dim)``) and ``dt``. NILSAS then counts the neutral direction :math:`F` and adds
+    #: the time-dilation condition (:func:`~chaosgrad.shadowing.nilsas`). Default False: a map.
+    is_flow: bool = False
+
     # -- the map ------------------------------------------------------------------------
     def step(self, x: Tensor, n: int = 0) -> Tensor:
         """Apply :math:`f_n` to states ``x`` of shape ``(..., dim)``; return the same shape.

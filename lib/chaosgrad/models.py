@@ -80,7 +80,7 @@ class NeuralMap(Map):
     share one forward pass.
 
     The map is the Euler step of the field :math:`c \odot \mathrm{MLP}_\theta`, not the exact
-    time-:math:`\Delta t` map of a flow, so it has no ``vector_field``: NILSAS treats it as a map.
+    time-:math:`\Delta t` map of a flow, so ``is_flow`` is False: NILSAS treats it as a map.
 
     Parameters
     ----------

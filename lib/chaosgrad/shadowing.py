@@ -42,7 +42,7 @@ derivative with respect to each scalar parameter per step, or one parameter grad
 for all parameters together: at most about :math:`1.5\,(M + 1)` backpropagations whatever
 the number of parameters (a backpropagation being a step, a vjp and a parameter vjp).
 
-**Time-:math:`h` maps of flows** (maps with ``vector_field`` and ``dt``, e.g.
+**Time-:math:`h` maps of flows** (maps that declare ``is_flow = True`` and define ``vector_field`` and ``dt``, e.g.
 :class:`~chaosgrad.systems.Lorenz63`) have a neutral direction, the flow itself, with
 exponent zero: shadowing is then defined up to a time dilation. Along any solution of the
 inhomogeneous adjoint equation of the flow, :math:`\langle\nu, F\rangle + \Phi/(Nh)` is
@@ -261,8 +261,16 @@ def _kkt(C: Tensor, d: Tensor, R: Tensor, b: Tensor, E: Tensor | None, e: Tensor
 
 
 def _flow(map: Map) -> bool:
-    """Is ``map`` the time-``dt`` map of a flow with a known vector field?"""
-    return callable(getattr(map, "vector_field", None)) and hasattr(map, "dt")
+    """Is ``map`` the time-``dt`` map of a flow (declared by :attr:`Map.is_flow
+    <chaosgrad.maps.Map.is_flow>`)? A declared flow must have ``vector_field`` and ``dt``."""
+    if not map.is_flow:
+        return False
+    missing = [name for name in ("vector_field", "dt") if not hasattr(map, name)]
+    if missing or not callable(map.vector_field):
+        raise TypeError(f"{type(map).__name__} declares is_flow = True but has no {' or '.join(missing or ['callable vector_field'])}: "
+                        "a flow's time-dt map must define vector_field(x) (the field F, states (..., dim) to (..., dim)) "
+                        "and dt (the time step)")
+    return True
 
 
 def _choose_m(exponents: Tensor, stderr: Tensor, flow: bool) -> int:

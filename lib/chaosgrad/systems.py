@@ -225,6 +225,7 @@ class Lorenz63(Map):
     """
 
     autonomous = True
+    is_flow = True
 
     dim = 3
 
