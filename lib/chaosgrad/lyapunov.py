@@ -23,8 +23,10 @@ J. L. Kaplan, J. A. Yorke, Lecture Notes in Mathematics 730 (1979) 204-227.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -41,6 +43,9 @@ from .tangent import (  # noqa: F401  (MAX_GROWTH_RATIO, REDO_GROWTH_RATIO: docu
     random_basis,
     resolve_renorm_every,
 )
+
+if TYPE_CHECKING:
+    from .covariant import UnstableDimension
 
 __all__ = ["LyapunovResult", "kaplan_yorke_dimension", "lyapunov_spectrum"]
 
@@ -133,14 +138,76 @@ class LyapunovResult:
                              f"initial states); this run has {members.shape[0]}")
         return [Estimate.of(members[:, i]) for i in range(members.shape[1])]
 
+    def unstable_dimension(self, sigmas: float = 3.0, errors: str = "blocks") -> UnstableDimension:
+        r"""The number of positive exponents :math:`u`, or the range ``lower..upper`` it lies in.
+
+        A count is not an estimate with an error bar: an exponent within ``sigmas`` error bars
+        of zero (the neutral direction of a flow, or one that needs a longer run) may be
+        either side of it, so :math:`u` is known only to lie in a range (printed ``"13-14"``).
+        This is :func:`chaosgrad.covariant.unstable_dimension` of this run's exponents.
+
+        Parameters
+        ----------
+        sigmas
+            Threshold in error bars, > 0.
+        errors
+            Whose error bars: ``"blocks"`` (:attr:`estimates`, batch means; valid for
+            ensemble members that share randomness, such as inputs to one network) or
+            ``"members"`` (:attr:`member_estimates`, the spread across independent orbits).
+
+        Returns
+        -------
+        UnstableDimension
+            ``lower``, ``upper`` and the bordering exponents; ``str()`` gives the count or range.
+
+        Raises
+        ------
+        ValueError
+            For another ``errors``, a run without error bars (see :attr:`estimates`,
+            :attr:`member_estimates`), ``sigmas <= 0``, or when no exponent is clearly
+            negative (compute more exponents).
+
+        See Also
+        --------
+        chaosgrad.covariant.unstable_dimension_of_orbits : the same from independent orbits,
+            keeping only the chaotic ones.
+        """
+        from .covariant import unstable_dimension  # covariant imports this module
+
+        if errors not in ("blocks", "members"):
+            raise ValueError(f'errors must be "blocks" or "members"; got {errors!r}')
+        return unstable_dimension(self.estimates if errors == "blocks" else self.member_estimates, sigmas)
+
     def derived(self, statistic: Callable[[Tensor], float | None]) -> Estimate:
         """A function of the spectrum (e.g. ``kaplan_yorke_dimension``), with a jackknife error bar.
 
         The jackknife leaves out one block of the run at a time
         (:func:`chaosgrad.estimates.jackknife`); ``statistic`` gets a ``(k,)`` tensor of
-        exponents and must return a finite number for each.
+        exponents and must return a finite number for each. The statistic should be a smooth
+        function of the exponents: a count such as ``(l > 0).sum()`` comes out as ``13.0 ± 0``
+        when every block agrees, which hides an exponent near zero. A statistic that returns a
+        whole-number type (an ``int``, ``bool`` or integer tensor) is computed but warned about:
+        use :meth:`unstable_dimension` for the number of positive exponents.
+
+        Warns
+        -----
+        UserWarning
+            If ``statistic`` returns a whole-number type (a count).
         """
-        return jackknife(statistic, self.block_exponents, self.block_steps)
+        counted: list[bool] = []
+
+        def recorded(exponents: Tensor) -> float | None:
+            value = statistic(exponents)
+            counted.append(isinstance(value, (bool, int)) or (
+                isinstance(value, Tensor) and not (value.is_floating_point() or value.is_complex())))
+            return value
+
+        estimate = jackknife(recorded, self.block_exponents, self.block_steps)
+        if any(counted):
+            warnings.warn(f"derived: the statistic returns a count ({estimate}), whose jackknife error bar is "
+                          "not an error bar (it is 0 when every block agrees); for the number of positive "
+                          "exponents use LyapunovResult.unstable_dimension(), which gives its range", stacklevel=2)
+        return estimate
 
 
 def kaplan_yorke_dimension(exponents: Tensor) -> float | None:
