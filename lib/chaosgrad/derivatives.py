@@ -69,7 +69,8 @@ from torch import Tensor
 from .estimates import Estimate
 from .gradients import REVERSE_CHUNK_STATES, Gradient, parameter_names
 from .maps import Map
-from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
+from .validation import (check_finite, check_positive, check_scalar_parameter, check_whole, evaluate_observable,
+                         warn_constant_parameters)
 
 __all__ = ["backprop_derivative", "ensemble_adjoint", "finite_difference", "lag_contributions",
            "time_average"]
@@ -189,7 +190,7 @@ def _sources(map: Map, x0: Tensor, T: int, observable: Observable, warmup: int, 
     orbit = map.trajectory(x0, warmup + T, n0)
     with torch.enable_grad():
         states = orbit[warmup + 1 :].detach().requires_grad_(True)
-        values = observable(states)
+        values = evaluate_observable(observable, states, check or "backpropagation")
         if check is not None:
             check_scalar_observable(values, states, check)
         (grads,) = torch.autograd.grad(values.sum(), states)
@@ -443,6 +444,7 @@ def backprop_derivative(
     T = int(T)
     w = _check_warmup(warmup)
     orbit, sources = _sources(map, x0, T, observable, w, n0, None if scalar else "backprop_derivative")
+    warn_constant_parameters(map, orbit[0], names, n0, n0 + w + T - 1)
     if scalar:
         pairing: _Pairing = _ScalarPairing(map, orbit, parameter, n0)
     else:
@@ -506,6 +508,7 @@ def lag_contributions(
     D = check_whole(lags, "lags", 1)
     w = _check_warmup(warmup)
     orbit, sources = _sources(map, x0, T, observable, w, n0)
+    warn_constant_parameters(map, orbit[0], [parameter], n0, n0 + w + T - 1)
     pairing = _ScalarPairing(map, orbit, parameter, n0, lags=D)
     _sweep_lags(map, orbit, sources, n0, pairing, D)
     return pairing.total

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .estimates import Estimate
 from .maps import Map, parameter
-from .validation import unknown_parameter_error
+from .validation import no_parameters_error, unknown_parameter_error
 
 __all__ = ["Cost", "Gradient", "Line", "METHODS", "average_gradient", "counted", "parameter_names", "random_directions"]
 
@@ -65,8 +65,7 @@ def parameter_names(map: Map, parameter: str | Iterable[str] | None) -> list[str
     params = map.params()
     if parameter is None:
         if not params:
-            raise ValueError(f"{type(map).__name__} has no parameters to differentiate: register them with "
-                             "chaosgrad.parameter(value)")
+            raise no_parameters_error(map)
         return list(params)
     names = [parameter] if isinstance(parameter, str) else list(parameter)
     if not names:

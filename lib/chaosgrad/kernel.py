@@ -48,7 +48,8 @@ from .estimates import Estimate
 from .gradients import REVERSE_CHUNK_STATES, Gradient, parameter_names
 from .progress import progress_range
 from .systems import Noisy
-from .validation import check_finite, check_positive, check_scalar_parameter, check_whole
+from .validation import (check_finite, check_positive, check_scalar_parameter, check_whole, evaluate_observable,
+                         warn_constant_parameters)
 
 __all__ = ["FitHistory", "fit_average", "fit_objective_gradient", "kernel_derivative", "kernel_horizon_samples",
            "mercer_smoothing", "path_kernel_derivative", "settled_over_runs"]
@@ -59,20 +60,21 @@ Observable = Callable[[Tensor], Tensor]
 def _check(noisy: Noisy, x0: Tensor, T: int, parameter: str | Sequence[str] | None, warmup: int) -> Tensor:
     """Check the arguments every estimator shares; a name must be a scalar parameter, while
     ``None`` or a list (the all-parameter estimators) is checked by
-    :func:`~chaosgrad.gradients.parameter_names`."""
+    :func:`~chaosgrad.gradients.parameter_names`. Parameters that do not reach the map's
+    output are warned about (:func:`~chaosgrad.validation.warn_constant_parameters`)."""
     if not isinstance(noisy, Noisy):
         raise TypeError(f"kernel differentiation needs a chaosgrad.systems.Noisy map (additive noise); got {type(noisy).__name__}")
-    if isinstance(parameter, str):
-        check_scalar_parameter(noisy.map, parameter)
-    else:
+    names = [check_scalar_parameter(noisy.map, parameter)] if isinstance(parameter, str) else \
         parameter_names(noisy.map, parameter)
     check_whole(T, "T", 1)
     check_whole(warmup, "warmup", 0)
-    return check_finite(noisy.check_state(x0, "x0"), "initial state x0", step=0)
+    x = check_finite(noisy.check_state(x0, "x0"), "initial state x0", step=0)
+    warn_constant_parameters(noisy.map, x, names, 0, int(warmup) + int(T) - 1)
+    return x
 
 
 def _observe(observable: Observable, x: Tensor, step: int) -> Tensor:
-    value = observable(x)
+    value = evaluate_observable(observable, x, "kernel differentiation")
     if value.shape != x.shape[:-1]:
         raise ValueError(f"observable must map states of shape (..., dim) to values of shape (...); "
                          f"for states {tuple(x.shape)} it returned {tuple(value.shape)}")
@@ -520,7 +522,7 @@ def _outputs(observable: Observable, x: Tensor, step: int, shape: tuple[int, ...
     r""":math:`\Phi` at states ``x`` of shape ``(paths, dim)`` as ``(paths, m)``, and the shape of one
     value: ``()`` for a scalar observable, ``(m,)`` for ``m`` statistics at once. ``shape`` is
     what the earlier steps returned (``None`` at the first), which must not change."""
-    value = observable(x)
+    value = evaluate_observable(observable, x, "kernel differentiation")
     batch = tuple(x.shape[:-1])
     if tuple(value.shape) == batch:
         out: tuple[int, ...] = ()

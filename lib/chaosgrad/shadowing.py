@@ -80,7 +80,7 @@ from .gradients import Gradient, parameter_names
 from .maps import Map
 from .progress import progress_range
 from .tangent import random_basis, renormalise
-from .validation import check_finite, check_whole
+from .validation import check_finite, check_whole, evaluate_observable, warn_constant_parameters, warn_few_samples
 
 __all__ = ["ShadowingResult", "nilsas", "shadowing_least_squares"]
 
@@ -89,6 +89,18 @@ Observable = Callable[[Tensor], Tensor]
 #: Steps of the run over which ``n_unstable=None`` measures the adjoint spectrum (all
 #: ``dim`` exponents, QR every step) to count the positive ones.
 MAX_PILOT_STEPS = 2000
+
+#: Largest growth of a homogeneous adjoint solution within one segment that :func:`nilsas`
+#: accepts. The shadowing covector :math:`\nu = \nu' + W a` cancels terms as large as that
+#: growth times :math:`\|\nu\|`, so float64's rounding (:math:`1.1\times10^{-16}`) comes
+#: back amplified by it: :math:`10^{12}` leaves a relative error of about :math:`10^{-4}`, below
+#: any error bar of the book; beyond about :math:`10^{16}` the derivative is rounding noise
+#: (a segment growing by :math:`e^{90}` gave :math:`6.3\times10^{31}\pm6.3\times10^{31}`).
+MAX_SEGMENT_GROWTH = 1e12
+
+#: The growth per segment that the ``segment_steps`` suggested by the error aims at (the
+#: docstring's advice).
+TARGET_SEGMENT_GROWTH = 1e8
 
 
 @dataclass(frozen=True)
@@ -297,7 +309,7 @@ def _forward_run(map: Map, x: Tensor, observable: Observable, warmup: int, N: in
     orbit = map.trajectory(x, warmup + N, n0, progress)[warmup:]  # x_0 .. x_N of the run
     with torch.enable_grad():
         states = orbit.detach().requires_grad_(True)
-        phi = observable(states)
+        phi = evaluate_observable(observable, states, "nilsas")
         check_scalar_observable(phi, states, "nilsas")
         (sources,) = torch.autograd.grad(phi.sum(), states)
     phi = check_finite(phi.detach(), "observable", step=None)
@@ -435,11 +447,30 @@ def _least_squares(sweep: _Sweep, segments: int, L: int, k: int) -> tuple[Tensor
     if not k:  # plain backpropagation of the average
         exps = exp_err = torch.zeros(0, dtype=sweep.C.dtype)
         return None, exps, exp_err
+    _check_segment_growth(sweep.logs, L)
     exponents_all = sweep.logs.reshape(segments, -1, k).mean(1) / L  # (K, k): per segment, ensemble mean
     exps, exp_err = batch_means(exponents_all, min(20, segments))[:2]
     E, e = (None, None) if sweep.flow_row is None else sweep.flow_row
     a = shadowing_least_squares(sweep.C, sweep.d, sweep.R[1:], sweep.b[1:], E, e)  # (K, ..., M)
     return a, exps, exp_err
+
+
+def _check_segment_growth(logs: Tensor, L: int) -> None:
+    r"""Raise a ValueError naming ``segment_steps`` if a homogeneous adjoint solution grew by
+    more than :data:`MAX_SEGMENT_GROWTH` within a segment: ``logs`` are the log-diagonals of
+    the renormalisations' :math:`R` (``(K, ..., M)``), the growth of each solution over its
+    segment of ``L`` steps. The suggested ``segment_steps`` brings the growth down to
+    :data:`TARGET_SEGMENT_GROWTH` at the measured rate."""
+    largest = float(logs.max())
+    if largest <= math.log(MAX_SEGMENT_GROWTH):
+        return
+    suggested = max(1, int(L * math.log(TARGET_SEGMENT_GROWTH) / largest))
+    raise ValueError(
+        f"segment_steps = {L} is too long for float64: a homogeneous adjoint solution grew by about "
+        f"1e{largest / math.log(10):.0f} (e^{largest:.0f}) within one segment, above 1e{math.log10(MAX_SEGMENT_GROWTH):.0f}, and the least squares would amplify "
+        f"rounding errors by that factor. Use segment_steps <= {suggested} (growth about "
+        f"1e{math.log10(TARGET_SEGMENT_GROWTH):.0f} per segment at the measured rate of {largest / L:.3g} per step), with "
+        "proportionally more segments for the same run length")
 
 
 def _segment_covector(pieces: list, a_s: Tensor | None) -> Tensor:
@@ -592,6 +623,18 @@ def nilsas(
         closest to zero in units of its standard error). That pilot costs about ``dim``
         backpropagations over those steps. ``M = 0`` is plain backpropagation of the average
         (right for a stable map).
+
+        Choosing ``M`` with margin: count the positive exponents with their error bars
+        (:func:`~chaosgrad.adjoint_lyapunov_spectrum`, or ``exponents`` and
+        ``exponent_stderr`` of a first run); an exponent within its error bars of zero must
+        be included, and so must a flow's neutral one. Too small an ``M`` leaves an unstable
+        direction in the covector, which then grows along the run and biases the derivative
+        (and inflates its per-member scatter); a larger ``M`` than needed does not bias it (the
+        least squares gives the extra stable directions coefficients near zero) and costs only
+        ``M + 1`` vjps per step instead of the minimum. When in doubt take ``M`` a few above the
+        count (the issue's 40-dimensional flow: automatic ``M = 14`` had three times the
+        scatter of ``M = 16``). With 2 to 7 members the error bar is unreliable and a
+        :class:`~chaosgrad.validation.FewSamplesWarning` is issued: use 8 or more.
     warmup
         Steps run first and discarded (the state settles on the attractor). The derivative
         is of the average over the ``N`` steps after it.
@@ -631,7 +674,19 @@ def nilsas(
     ValueError
         For ``segments < 2``, ``segment_steps < 1``, ``n_unstable`` outside ``0..dim``, an
         observable whose values do not have shape ``x0.shape[:-1]``, a map without
-        parameters, or a ``parameter`` the map does not have or a list naming one twice.
+        parameters, or a ``parameter`` the map does not have or a list naming one twice; and
+        for ``segment_steps`` too long for float64 (a homogeneous solution grew by more than
+        :data:`MAX_SEGMENT_GROWTH` within a segment: the message suggests a shorter one).
+    TypeError
+        For an observable not written with torch operations
+        (:func:`~chaosgrad.validation.evaluate_observable`).
+
+    Warns
+    -----
+    ConstantParameterWarning
+        For a requested parameter that does not reach the map's output (``.item()`` in ``step``).
+    FewSamplesWarning
+        For 2 to 7 ensemble members.
     NonFiniteStateError
         If a state, the observable or an adjoint becomes inf or NaN (the message names the
         step; an adjoint overflow means ``segment_steps`` is too long).
@@ -640,7 +695,7 @@ def nilsas(
     --------
     chaosgrad.derivatives.backprop_derivative : the per-orbit derivative that explodes.
     chaosgrad.derivatives.finite_difference : the reference where the average is smooth.
-    shadowing_least_squares : step 4 above.
+    shadowing_least_squares : step 4 of the module docstring.
     """
     x = check_finite(map.check_state(x0, "x0"), "initial state x0", step=n0)
     segments = check_whole(segments, "segments", 2)
@@ -656,6 +711,8 @@ def nilsas(
     start = n0 + warmup
 
     orbit, phi, sources, mean_phi = _forward_run(map, x, observable, warmup, N, n0, progress)  # step 1
+    warn_constant_parameters(map, orbit[0], requested, start, start + N - 1)
+    warn_few_samples(x.shape[:-1].numel(), "nilsas", "ensemble members (leading axes of x0)")
     if n_unstable is None:  # count the positive adjoint exponents along this run's own orbit
         n_unstable = _pilot(map, orbit[0], N, start, seed, _flow(map))
     k = int(n_unstable)
