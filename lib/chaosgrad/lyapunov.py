@@ -263,7 +263,19 @@ def lyapunov_spectrum(
     renorm_every
         Steps between QR factorisations, or ``"auto"``: the largest interval for which a
         short pilot run predicts a growth ratio below ``MAX_GROWTH_RATIO`` between basis
-        vectors (at most 1000 steps).
+        vectors (at most 1000 steps). It saves QR factorisations only, so it pays where a
+        ``(dim, k)`` QR is a fair share of a tangent step, and costs the pilot (up to 40
+        steps with a QR each) plus every segment whose growth ratio breaks
+        ``REDO_GROWTH_RATIO`` (redone with a QR every step). Measured (one thread, all
+        exponents, QR every step against ``"auto"``): a width-256 ``RandomNetwork``, 400
+        layers, 4 inputs: 5.5 s against 3.3 s (r = 3); Lorenz-96 by RK4 with ``torch.func``
+        derivatives (the README's own-map example), N = 256, 2 orbits, 200 steps: 3.0 s
+        against 2.1 s (r = 266; a QR about half a step), N = 40, 4 orbits, 1500 steps: 4.9 s
+        against 3.7 s (r = 250); ``Lorenz63`` (closed-form tangent map, QR 8 % of a step),
+        4 orbits, 8000 steps: 3.75 s against 3.9 s (r = 128, 15 of 63 segments redone: its
+        finite-time growth is heavy-tailed). Use it for many exponents of a large map whose
+        tangent step is cheap; keep 1 for small maps, for short runs, and where a step costs
+        far more than a QR.
     n0
         Time index of ``x0`` (for time-dependent maps).
     blocks
