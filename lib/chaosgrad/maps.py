@@ -13,11 +13,13 @@ Every algorithm of chaosgrad needs only three things from a map: ``step``, the t
 ``jvp`` (:math:`V \mapsto Df_n(x) V`) and the adjoint map ``vjp``
 (:math:`W \mapsto Df_n(x)^\top W`), plus derivatives with respect to the parameters
 :math:`\gamma` (``param_jvp``, ``param_vjp``). Only ``step`` must be written; the others are
-formed by :mod:`torch.func` and may be replaced by closed forms for speed.
+formed by automatic differentiation (batched reverse mode, checked against :mod:`torch.func`)
+and may be replaced by closed forms for speed.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -48,9 +50,42 @@ class Map(torch.nn.Module):
     To supply a closed-form Jacobian, override :meth:`_jvp` and :meth:`_vjp` (the public
     :meth:`jvp` and :meth:`vjp` check shapes first and then call them).
 
+    Extension points (``x``: states ``(..., dim)``; ``V``, ``W``: columns ``(..., dim, k)``,
+    already broadcast against ``x``; ``w``: covectors ``(..., dim)``; ``n``: the step index):
+
+    ============================================  ==============================================
+    override                                      returns
+    ============================================  ==============================================
+    ``step(x, n)`` (required)                     :math:`f_n(x)`, ``(..., dim)``
+    ``_jvp(x, V, n)``                             :math:`Df_n(x)\,V`, ``(..., dim, k)``
+    ``_vjp(x, W, n)``                             :math:`Df_n(x)^\top W`, ``(..., dim, k)``
+    ``_step_jvp(x, V, n)``                        ``(step(x, n), _jvp(x, V, n))`` sharing work
+    ``_param_vjp(x, w, n, keep)``                 ``{name: sum of (df/dgamma)^T w}``, shape
+                                                  ``(*batch[:keep], *param.shape)``
+    ``_step_param_jvp(x, parameter, n)``          ``(step(x, n), df/dgamma)`` for one scalar
+                                                  parameter, both ``(..., dim)``
+    ``param_jvp(x, dgamma, n)``                   :math:`\sum_j \partial_{\gamma_j} f_n\,\delta\gamma_j`,
+                                                  ``(..., dim)``
+    ============================================  ==============================================
+
+    Only ``step`` is required; the defaults differentiate it (``_jvp``, ``_vjp`` and
+    ``_param_vjp`` with ``keep = 0`` by batched reverse mode, the columns as extra ensemble
+    members, checked once against :mod:`torch.func`; within about 1.1 to 1.7 times closed
+    forms on RK4 flows of 3 to 256 dimensions, ``benchmarks/bench_default_derivatives.py``).
+    Attributes:
+
+    - ``dim`` (required): the length of the state vector.
+    - ``autonomous`` (default False): set True when :math:`f_n` does not depend on ``n``; the
+      algorithms then evaluate derivatives of many steps in one batched call (e.g. about 10x
+      in :func:`~chaosgrad.kernel.kernel_derivative`).
+    - ``is_flow`` (default False): set True for the time-``dt`` map of a flow
+      :math:`\dot x = F(x)`, and define ``vector_field(x)`` (:math:`F`, ``(..., dim)`` to
+      ``(..., dim)``) and ``dt``; :func:`~chaosgrad.shadowing.nilsas` then treats the neutral
+      direction.
+
     ``step`` must be a function of ``(x, n)`` and the parameters written with torch
     operations (no NumPy, no ``.item()``), since the default derivatives differentiate it
-    with :mod:`torch.func`. A random time-dependent map, such as a product of Gaussian
+    by automatic differentiation. A random time-dependent map, such as a product of Gaussian
     matrices, draws its matrix at step ``n`` from a generator seeded by ``n``
     (``torch.Generator().manual_seed(n)``), so that every evaluation of step ``n`` sees the
     same matrix; an unseeded draw would give the derivatives a different matrix than the
@@ -179,7 +214,16 @@ class Map(torch.nn.Module):
         return self._vjp(x, W, n)
 
     def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
-        """Default tangent map by forward-mode :func:`torch.func.jvp`, vmapped over columns."""
+        r"""Default tangent map :math:`Df_n(x)\,V`: the ``k`` columns of ``V`` become ``k`` extra
+        ensemble members at the same state, differentiated by reverse mode in one batched call
+        (:func:`_jvp_by_reverse_mode`), no :func:`torch.func.vmap`. Falls back to
+        :meth:`_jvp_torch_func` if that pass raises (see :func:`_fast_or_torch_func`)."""
+        return _fast_or_torch_func(self, "jvp", lambda: _jvp_by_reverse_mode(self, x, V, n),
+                                   lambda: self._jvp_torch_func(x, V, n))
+
+    def _jvp_torch_func(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        """Tangent map by forward-mode :func:`torch.func.jvp`, vmapped over columns (the fallback
+        of :meth:`_jvp`)."""
 
         def column(v: Tensor) -> Tensor:
             return torch.func.jvp(lambda y: self.step(y, n), (x,), (v,))[1]
@@ -190,7 +234,16 @@ class Map(torch.nn.Module):
                                                                 randomness="same")(V))
 
     def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
-        """Default adjoint map by reverse-mode :func:`torch.func.vjp`, vmapped over columns."""
+        r"""Default adjoint map :math:`Df_n(x)^\top W`: the ``k`` columns of ``W`` become ``k``
+        extra ensemble members at the same state, pulled back by one reverse pass
+        (:func:`_vjp_by_reverse_mode`), no :func:`torch.func.vmap`. Falls back to
+        :meth:`_vjp_torch_func` if that pass raises (see :func:`_fast_or_torch_func`)."""
+        return _fast_or_torch_func(self, "vjp", lambda: _vjp_by_reverse_mode(self, x, W, n),
+                                   lambda: self._vjp_torch_func(x, W, n))
+
+    def _vjp_torch_func(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        """Adjoint map by reverse-mode :func:`torch.func.vjp`, vmapped over columns (the fallback
+        of :meth:`_vjp`)."""
         def pull() -> Tensor:
             _, pullback = torch.func.vjp(lambda y: self.step(y, n), x)
             return torch.func.vmap(lambda w: pullback(w)[0], in_dims=-1, out_dims=-1)(W)
@@ -283,8 +336,18 @@ class Map(torch.nn.Module):
         return self._param_vjp(x.expand(*batch, self.dim), w.expand(*batch, self.dim), n, int(keep))
 
     def _param_vjp(self, x: Tensor, w: Tensor, n: int, keep: int) -> dict[str, Tensor]:
-        """Default :meth:`param_vjp` by reverse-mode :func:`torch.func.vjp`: one pass for the
-        summed members, vmapped over the kept ones. ``x`` and ``w`` have the same shape."""
+        r"""Default :meth:`param_vjp`. ``keep = 0``: one reverse pass of :math:`\sum w \cdot f_n(x)`
+        with respect to the parameters (:func:`torch.autograd.grad`), falling back to
+        :meth:`_param_vjp_torch_func` if it raises; ``keep > 0``: :meth:`_param_vjp_torch_func`.
+        ``x`` and ``w`` have the same shape."""
+        if keep:
+            return self._param_vjp_torch_func(x, w, n, keep)
+        return _fast_or_torch_func(self, "param_vjp", lambda: _param_vjp_summed(self, x, w, n),
+                                   lambda: self._param_vjp_torch_func(x, w, n, keep))
+
+    def _param_vjp_torch_func(self, x: Tensor, w: Tensor, n: int, keep: int) -> dict[str, Tensor]:
+        """:meth:`param_vjp` by reverse-mode :func:`torch.func.vjp`: one pass for the summed
+        members, vmapped over the kept ones. ``x`` and ``w`` have the same shape."""
         batch = x.shape[:-1]
         kept = batch[:keep]
         xf = x.reshape(kept.numel(), -1, self.dim)
@@ -313,6 +376,134 @@ class Map(torch.nn.Module):
     def _call_with(self, params: dict[str, Tensor], x: Tensor, n: int) -> Tensor:
         """``step`` with the parameters replaced by ``params`` (for :mod:`torch.func`)."""
         return torch.func.functional_call(self, params, (x, n))
+
+
+#: What the fast default derivatives catch before falling back to :mod:`torch.func`: a step
+#: that refuses the extra column axis (a fixed ensemble shape), an operation without a
+#: (double) backward, a step that detaches its output from autograd.
+_FAST_PATH_ERRORS = (RuntimeError, TypeError, ValueError, IndexError)
+
+
+def _fast_or_torch_func(map: Map, kind: str, fast: Callable[[], Any], fallback: Callable[[], Any]) -> Any:
+    """The fast default derivative ``fast`` (columns as ensemble members, batched reverse mode),
+    checked once per map and ``kind`` against the :mod:`torch.func` version ``fallback``.
+
+    The fast path relies on the Map contract (leading axes are independent members), which
+    a step can break without raising. So the first call on a map
+    runs both and returns the :mod:`torch.func` result: if :mod:`torch.func` fails,
+    :func:`_differentiating` names what ``step`` must do (as before); if the fast path raises
+    (a step written for a fixed ensemble shape) or disagrees (a step that mixes members, e.g.
+    by ``.item()`` of a sum over all entries, or draws unseeded random numbers; a warning says
+    so), the map keeps :mod:`torch.func` for
+    ``kind``; otherwise later calls take the fast path alone. The choice is stored in
+    ``map._default_derivatives`` (``kind``: ``"fast"`` or ``"torch.func"``).
+    """
+    chosen = map.__dict__.setdefault("_default_derivatives", {})
+    if chosen.get(kind) == "fast":
+        return fast()
+    if chosen.get(kind) == "torch.func":
+        return fallback()
+    try:
+        result = fast()
+    except _FAST_PATH_ERRORS:
+        result = None
+    reference = fallback()
+    chosen[kind] = "fast" if result is not None and _agree(result, reference) else "torch.func"
+    if result is not None and chosen[kind] != "fast":
+        warnings.warn(f"the default {kind} of {type(map).__name__}.step by batched reverse mode disagrees with "
+                      "torch.func's: step mixes ensemble members (leading axes must be independent: no sum or "
+                      ".item() over all entries), or draws random numbers from an unseeded generator (seed it by "
+                      "the step index n); using torch.func",
+                      RuntimeWarning, stacklevel=4)
+    return reference
+
+
+def _agree(a: Tensor | dict[str, Tensor], b: Tensor | dict[str, Tensor]) -> bool:
+    """Equal to 1e-8 of the largest entry (the fast and torch.func derivatives differ by ulps)."""
+    pairs = [(a[k], b[k]) for k in b] if isinstance(b, dict) else [(a, b)]
+    if isinstance(b, dict) and a.keys() != b.keys():
+        return False
+    return all(x.shape == y.shape and (y.numel() == 0 or bool((x - y).abs().max() <= 1e-8 * (1 + y.abs().max())))
+               for x, y in pairs)
+
+
+def _columns_as_members(x: Tensor, k: int) -> Tensor:
+    """States ``(..., dim)`` repeated as ``k`` members ``(..., k, dim)``: contiguous, detached, recording."""
+    return x.detach()[..., None, :].expand(*x.shape[:-1], k, x.shape[-1]).contiguous().requires_grad_(True)
+
+
+def _pullback(map: Map, x: Tensor, n: int, cotangents: Tensor) -> Tensor:
+    r"""One reverse pass with the rows of ``cotangents`` ``(..., m, dim)`` as ``m`` members at ``x``:
+    row :math:`j` of the result is :math:`Df_n(x)^\top w_j`."""
+    state = _columns_as_members(x, cotangents.shape[-2])
+    with torch.enable_grad():
+        y = map.step(state, n)
+        if not y.requires_grad:  # the output ignores the state
+            return torch.zeros_like(state)
+        (grad,) = torch.autograd.grad(y, state, cotangents, allow_unused=True)
+    return torch.zeros_like(state) if grad is None else grad
+
+
+def _jacobian(map: Map, x: Tensor, n: int) -> Tensor:
+    r""":math:`Df_n(x)`, shape ``(..., dim, dim)``: one reverse pass with the ``dim`` unit covectors."""
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    return _pullback(map, x, n, eye.expand(*x.shape[:-1], *eye.shape))
+
+
+def _jacobian_pays(x: Tensor, k: int, passes: int) -> bool:
+    """Whether forming the Jacobian (a reverse pass of ``dim`` members per state) costs less than
+    ``passes`` reverse passes of ``k`` members, or is small anyway (at most 2**15 numbers, where
+    the per-operation overhead dominates); measured by benchmarks/bench_default_derivatives.py."""
+    states, dim = x[..., 0].numel(), x.shape[-1]
+    return states * dim * dim <= max(passes * states * dim * k, 2**15)
+
+
+def _jvp_by_reverse_mode(map: Map, x: Tensor, V: Tensor, n: int) -> Tensor:
+    r""":math:`Df_n(x)\,V` by reverse mode, the columns of ``V`` as ensemble members.
+
+    Few columns: the double-backward identity :math:`Df\,V = \partial_u \langle Df^\top u, V\rangle`
+    (one reverse pass recorded with a dummy covector ``u``, then differentiated with respect to
+    ``u``: about three reverse passes of ``k`` members). Many columns, or a small problem: the
+    Jacobian from one reverse pass of ``dim`` members, times ``V``. Both beat forward-mode AD here:
+    PyTorch's forward mode gives Python numbers in ``step`` a zero tangent whose arithmetic runs
+    through Python decompositions, about 2 ms per RK4 step whatever the size."""
+    k = V.shape[-1]
+    if _jacobian_pays(x, k, passes=3):
+        return _jacobian(map, x, n) @ V
+    state = _columns_as_members(x, k)
+    with torch.enable_grad():
+        y = map.step(state, n)
+        if not y.requires_grad:  # the output ignores the state
+            return torch.zeros_like(V)
+        u = torch.zeros_like(y, requires_grad=True)
+        (pulled,) = torch.autograd.grad(y, state, u, create_graph=True, allow_unused=True)
+        if pulled is None or not pulled.requires_grad:  # the output ignores the state, or is affine in it
+            return _jacobian(map, x, n) @ V
+        (tangent,) = torch.autograd.grad(pulled, u, V.mT, allow_unused=True)
+    return (torch.zeros_like(y) if tangent is None else tangent).mT
+
+
+def _vjp_by_reverse_mode(map: Map, x: Tensor, W: Tensor, n: int) -> Tensor:
+    r""":math:`Df_n(x)^\top W` by one reverse pass with the columns of ``W`` as ensemble members
+    (the gradient of :math:`\sum_j \langle w_j, f_n(x_j)\rangle` at copies :math:`x_j = x`), or,
+    for more columns than ``dim``, the Jacobian's transpose times ``W``."""
+    if _jacobian_pays(x, W.shape[-1], passes=1):
+        return _jacobian(map, x, n).mT @ W
+    return _pullback(map, x, n, W.mT).mT
+
+
+def _param_vjp_summed(map: Map, x: Tensor, w: Tensor, n: int) -> dict[str, Tensor]:
+    r""":meth:`Map.param_vjp` with ``keep = 0``: the gradient of :math:`\sum \langle w, f_n(x;\gamma)\rangle`
+    with respect to every parameter, by one reverse pass."""
+    params = {name: p.detach().requires_grad_(True) for name, p in map.params().items()}
+    if not params:
+        return {}
+    with torch.enable_grad():
+        total = (map._call_with(params, x.detach(), n) * w).sum()
+        if not total.requires_grad:  # the output ignores every parameter
+            return {name: torch.zeros_like(p) for name, p in params.items()}
+        grads = torch.autograd.grad(total, list(params.values()), allow_unused=True)
+    return {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(params.items(), grads)}
 
 
 def _differentiating(map: Map, derivative: Callable[[], Tensor]) -> Any:
