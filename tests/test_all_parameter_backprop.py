@@ -135,11 +135,13 @@ def test_total_clipping_rescales_each_members_gradient_norm():
     c = float(norms.median())  # so that some members are clipped and others not
     clipped = backprop_derivative(map, x0, 15, squares, ["W1", "scale"], clip_total=c)
     factor = torch.clamp(c / norms, max=1.0)
-    torch.testing.assert_close(clipped.samples["W1"], exact.samples["W1"] * factor[:, None, None], rtol=1e-14, atol=0)
-    torch.testing.assert_close(clipped.samples["scale"], exact.samples["scale"] * factor, rtol=1e-14, atol=0)
+    # two runs of the same sums: the default derivatives' first call on a map runs torch.func, later
+    # calls the batched path, whose roundings differ by ulps per step (measured 2e-14 over 15 steps)
+    torch.testing.assert_close(clipped.samples["W1"], exact.samples["W1"] * factor[:, None, None], rtol=1e-12, atol=0)
+    torch.testing.assert_close(clipped.samples["scale"], exact.samples["scale"] * factor, rtol=1e-12, atol=0)
     one = backprop_derivative(Henon(), starts(Henon(), 6, 4, 20), 15, squares, ["a"], clip_total=0.5)
     scalar = backprop_derivative(Henon(), starts(Henon(), 6, 4, 20), 15, squares, "a", clip_total=0.5)
-    torch.testing.assert_close(one.samples["a"], scalar, rtol=1e-14, atol=0)
+    torch.testing.assert_close(one.samples["a"], scalar, rtol=1e-12, atol=0)
     assert scalar.abs().max() == 0.5  # the clamp acted
 
 

@@ -36,15 +36,17 @@ from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
 from .models import NeuralMap
 from .shadowing import ShadowingResult, nilsas
-from .validation import NonFiniteStateError
+from .validation import ConstantParameterWarning, FewSamplesWarning, NonFiniteStateError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackpropGrowth",
+    "ConstantParameterWarning",
     "Cost",
     "CovariantVectors",
     "Estimate",
+    "FewSamplesWarning",
     "Gradient",
     "LyapunovResult",
     "Map",
