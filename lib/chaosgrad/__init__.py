@@ -8,11 +8,13 @@ of shape ``(..., dim)``; every algorithm takes a map.
 from . import (
     activations,
     adjoint,
+    climate,
     covariant,
     estimates,
     gradients,
     hessian,
     kernel,
+    learning,
     lyapunov,
     meanfield,
     models,
