@@ -31,7 +31,7 @@ def page(html: Path, name: str) -> str:
 
 
 def test_every_toc_page_is_rendered(html):
-    for name in ["intro", "ch01_lyapunov_spectrum", "ch06_training_dynamics", "appendix_notation",
+    for name in ["intro", "ch01_lyapunov_spectrum", "ch06_training_dynamics", "ch07_learning_chaos", "appendix_notation",
                  "appendix_corrections", "appendix_defence", "references"]:
         assert (html / "book" / f"{name}.html").exists(), name
     assert (html / "index.html").exists()
@@ -50,6 +50,8 @@ def test_preface_has_mathematics_definitions_and_citations(html):
 def test_chapters_are_numbered_across_parts(html):
     index = (html / "book" / "ch06_training_dynamics.html").read_text(encoding="utf-8")
     assert re.search(r"<h1>\s*<span class=\"section-number\">6\. </span>", index), "chapter 6 is not numbered 6"
+    last = (html / "book" / "ch07_learning_chaos.html").read_text(encoding="utf-8")
+    assert re.search(r"<h1>\s*<span class=\"section-number\">7\. </span>", last), "chapter 7 is not numbered 7"
 
 
 def test_corrections_render_stored_outputs_and_figure(html):

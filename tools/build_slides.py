@@ -68,6 +68,14 @@ NUMBERS = {
     "sharpness_0": Number("ch06_training_dynamics", "d48f9432", r"sharpness at step 0 / step 400 \(2/alpha = 20\)\s+([\d.]+)"),
     "negative_end": Number("ch06_training_dynamics", "d48f9432", r"10-step finite-time exponent at step 0 / 400 \(negative end\)\s+(\S+)"),
     "jvp_1000": Number("ch06_training_dynamics", "d48f9432", r"alpha = 0\.1, T = 1000: ln\|\(dtheta_T/dtheta_0\) v\| / dL/dalpha\s+(\S+)"),
+    "ch7_energy": Number("ch07_learning_chaos", "36a8b826", r"one-step models: energy distance to held-out data\s+" + EST),
+    "ch7_valid": Number("ch07_learning_chaos", "36a8b826", r"one-step models: valid time \(Lyapunov times\)\s+" + EST),
+    "ch7_growth": Number("ch07_learning_chaos", "36a8b826", r"BPTT gradient growth rate, seed 0 \(per time unit\)\s+" + EST),
+    "ch7_lambda": Number("ch07_learning_chaos", "36a8b826", r"lambda_1 of model seed 0 \(per time unit\)\s+" + EST),
+    "ch7_clipped": Number("ch07_learning_chaos", "36a8b826", r"energy after / before, BPTT, clipped to norm 1\s+" + EST),
+    "ch7_truncated": Number("ch07_learning_chaos", "36a8b826", r"energy after / before, truncated BPTT, K = 10\s+" + EST),
+    "ch7_kernel": Number("ch07_learning_chaos", "36a8b826", r"energy after / before, kernel, noise 0\.5\s+" + EST),
+    "ch7_path": Number("ch07_learning_chaos", "36a8b826", r"energy after / before, path-kernel, noise 0\.5, alpha = 0\.5\s+" + EST),
 }
 
 
@@ -117,6 +125,14 @@ SLIDES = [
           r" end's finite-time exponent ({negative_end} per step at the start) decays: at"
           r" $\alpha = 0.1$ a derivative through 1000 steps grows only by $e^{{jvp_1000}}$.",
           "fig-ch06-eos", "ch06_training_dynamics"),
+    Slide("7 Learning Lorenz-63 from noisy data",
+          r"A 995-weight neural map fitted by one-step regression forecasts for {ch7_valid}"
+          r" Lyapunov times but runs free at energy distance {ch7_energy} from held-out data;"
+          r" BPTT's gradient grows at {ch7_growth} per time unit (its $\lambda_1 = {ch7_lambda}$)."
+          r" Fine-tuning every weight on the statistics multiplies the distance by {ch7_kernel}"
+          r" (kernel differentiation), {ch7_path} (path-kernel hybrid), {ch7_truncated}"
+          r" (truncated BPTT) and {ch7_clipped} (clipped BPTT).",
+          "fig-ch07-attractors", "ch07_learning_chaos"),
     Slide("Conclusions",
           r"\begin{itemize}"
           r"\item Exploding gradients are Lyapunov exponents: measured rates {backprop_rate} per"
@@ -129,6 +145,8 @@ SLIDES = [
           r"\item Kernel differentiation computes it with noise ({kernel_80} against {fd_80})."
           r"\item Training is a transient, not a stationary chaotic map: at the draft's rate a"
           r" derivative through 1000 steps grows only by $e^{{jvp_1000}}$."
+          r"\item On a network trained on data, kernel differentiation and the hybrid repair the"
+          r" climate (distance $\times$ {ch7_path}), but no better than truncated BPTT."
           r"\end{itemize}"),
 ]
 
