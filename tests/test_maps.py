@@ -16,7 +16,17 @@ import torch
 import chaosgrad
 from chaosgrad.models import NeuralMap
 from chaosgrad.networks import PreactivationNetwork, RandomNetwork
-from chaosgrad.systems import Affine, Henon, Logistic, Lorenz63, Noisy, PerturbedCat, Tent
+from chaosgrad.systems import (
+    Affine,
+    ConjugateCat,
+    Henon,
+    Logistic,
+    Lorenz63,
+    ModifiedSolenoid,
+    Noisy,
+    PerturbedCat,
+    Tent,
+)
 from chaosgrad.training import GradientDescent
 
 H = 1e-6
@@ -40,8 +50,12 @@ def states(system: chaosgrad.Map, shape=(5,)) -> torch.Tensor:
     if isinstance(system, Tent):  # away from the kinks at 0 and 1/2, in both halves
         u = 0.05 + 0.4 * torch.rand(*shape, 1, generator=g, dtype=torch.float64)
         return u + 0.5 * (torch.rand(*shape, 1, generator=g) < 0.5)
-    if isinstance(system, PerturbedCat):  # away from the seams of the torus, where mod 1 jumps
+    if isinstance(system, (PerturbedCat, ConjugateCat)):  # away from the seams of the torus, where mod 1 jumps
         return 0.2 + 0.6 * torch.rand(*shape, 2, generator=g, dtype=torch.float64)
+    if isinstance(system, ModifiedSolenoid):  # x_i away from the seams 0 and pi of 2 x_i mod 2 pi
+        x = 0.3 + 2.5 * torch.rand(*shape, system.dim, generator=g, dtype=torch.float64)
+        x[..., 0] = 0.2 * torch.randn(shape, generator=g, dtype=torch.float64)
+        return x
     x0 = {2: [0.1, 0.1], 3: [1.0, 1.0, 20.0]}[system.dim]
     x0 = torch.tensor(x0, dtype=torch.float64) + 0.01 * torch.randn(*shape, system.dim, generator=g, dtype=torch.float64)
     deterministic = system.map if isinstance(system, Noisy) else system
@@ -57,6 +71,8 @@ SYSTEMS = {
     "tanh-network": lambda: RandomNetwork(6, sigma_w2=2.0, sigma_b2=0.1),
     "affine": lambda: Affine(torch.arange(9.0).reshape(3, 3) / 20 - 0.2, [1.0, -2.0, 0.5], gamma=0.3),
     "perturbed-cat": lambda: PerturbedCat(0.1),
+    "conjugate-cat": lambda: ConjugateCat(0.05),
+    "modified-solenoid": lambda: ModifiedSolenoid(0.1, 0.1, m=4),
     "tent": lambda: Tent(0.8),
     "preactivation-network": lambda: PreactivationNetwork(5, depth=10, sigma_w2=3.0, bias=0.2),
     "neural-map": lambda: NeuralMap(3, widths=(8, 6), dt=0.1, seed=2, output_gain=1.0),

@@ -20,6 +20,7 @@ from . import (
     models,
     networks,
     plotting,
+    response,
     shadowing,
     systems,
     tangent,
@@ -37,6 +38,7 @@ from .gradients import Cost, Gradient, average_gradient
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 from .maps import Map, parameter
 from .models import NeuralMap
+from .response import ResponseResult, linear_response
 from .shadowing import ShadowingResult, nilsas
 from .validation import ConstantParameterWarning, FewSamplesWarning, NonFiniteStateError
 
@@ -54,6 +56,7 @@ __all__ = [
     "Map",
     "NeuralMap",
     "NonFiniteStateError",
+    "ResponseResult",
     "ShadowingResult",
     "activations",
     "adjoint",
@@ -68,6 +71,7 @@ __all__ = [
     "hessian",
     "kaplan_yorke_dimension",
     "kernel",
+    "linear_response",
     "lyapunov",
     "lyapunov_spectrum",
     "meanfield",
@@ -77,6 +81,7 @@ __all__ = [
     "parameter",
     "plotting",
     "pm",
+    "response",
     "shadowing",
     "principal_angles",
     "systems",

@@ -349,6 +349,11 @@ class _Sweep:
         Per segment, :math:`(m, \nu'_m, W_m)` for its steps, latest first.
     grams : list or None
         Per segment, :math:`[\nu', W]^\top[\nu', W]` at its steps in time order.
+    second : tuple or None
+        With a ``second`` source (:func:`_backward_sweep`), the same pieces for the second
+        inhomogeneous solution :math:`\tilde\nu'`: :math:`(\tilde d_k, \tilde b_k,
+        \tilde g'_k, \tilde G_k)`, shaped as ``(d, b, g_prime, G)``, its pairings weighted
+        per step by the source's ``weight``.
     """
 
     C: Tensor
@@ -361,18 +366,26 @@ class _Sweep:
     flow_row: tuple[Tensor, Tensor] | None
     pieces: list | None
     grams: list | None
+    second: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
 
 def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_phi: Tensor, names: list[str],
                     k: int, segments: int, L: int, start: int, seed: int, keep_pieces: bool, keep_grams: bool,
-                    progress: bool | None) -> _Sweep:
+                    progress: bool | None, second=None) -> _Sweep:
     r"""Steps 2 and 3: :math:`M = k` homogeneous adjoint solutions :math:`W` and one
     inhomogeneous :math:`\nu'` pulled back over each segment, last segment first, the Gram
     sums and the pairings with :math:`\partial_\gamma f` (one forward-mode derivative per
     scalar parameter in ``names`` per step) accumulated, and the basis renormalised at the
     segment's start. ``keep_pieces`` stores :math:`(\nu'_n, W_n)` for every step (for the
     covector, or for pairing tensor parameters after the least squares), ``keep_grams`` the
-    Gram matrices of ``keep_norm``."""
+    Gram matrices of ``keep_norm``.
+
+    ``second`` (used by :func:`chaosgrad.response.linear_response`) carries a second
+    inhomogeneous solution :math:`\tilde\nu'` in the same pull-back, renormalisation and
+    Gram sums, whose source is computed during the sweep: ``second.source(j, W)`` returns the
+    source at index ``j`` from the homogeneous solutions :math:`W_{j+1}` (added, as
+    :math:`\nabla\Phi/N` is, before the pairings at index ``j``), and ``second.weight(j)``,
+    shape ``batch``, weights its pairing with :math:`\partial_\gamma f_j`."""
     x = orbit[0]
     dim, batch = map.dim, x.shape[:-1]
     N = segments * L
@@ -387,6 +400,8 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
     kept = [] if keep_pieces else None
     grams = [] if keep_grams else None  # per segment: (L, ..., M + 1, M + 1)
     flow_row = None
+    nu2 = pending = torch.zeros(*batch, dim, dtype=x.dtype)
+    d2, b2, g2, G2 = [], [], [], []
     with torch.no_grad():
         for seg in progress_range(segments, progress, desc="NILSAS backward"):
             s = segments - 1 - seg  # segment s covers steps t_s .. t_{s+1} - 1
@@ -394,11 +409,15 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
             dk = torch.zeros(*batch, k, dtype=x.dtype)
             gk = torch.zeros(*batch, len(names), dtype=x.dtype)
             Gk = torch.zeros(*batch, k, len(names), dtype=x.dtype)
+            d2k, g2k, G2k = torch.zeros_like(dk), torch.zeros_like(gk), torch.zeros_like(Gk)
             pieces, gram = [], []
             for j in range(L * (s + 1) - 1, L * s - 1, -1):
                 nu = nu + sources[j + 1]  # now (nu', W) hold index j + 1
                 Ck = Ck + W.mT @ W
                 dk = dk + (W.mT @ nu[..., None])[..., 0]
+                if second is not None:
+                    nu2 = nu2 + pending  # the second source at index j + 1
+                    d2k = d2k + (W.mT @ nu2[..., None])[..., 0]
                 if names:
                     if map.autonomous:
                         dfdg = dfdg_all[j]  # (..., dim, P)
@@ -406,12 +425,21 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
                         dfdg = torch.stack([map.param_jvp(orbit[j], {p: 1.0}, start + j) for p in names], -1)
                     gk = gk + (nu[..., None, :] @ dfdg)[..., 0, :]
                     Gk = Gk + W.mT @ dfdg
+                    if second is not None:
+                        weight = second.weight(j)[..., None]
+                        g2k = g2k + weight * (nu2[..., None, :] @ dfdg)[..., 0, :]
+                        G2k = G2k + weight[..., None] * (W.mT @ dfdg)
                 if kept is not None:
                     pieces.append((j + 1, nu, W))
                 if grams is not None:  # [nu', W]^T [nu', W] at index j + 1
                     both = torch.cat([nu[..., None], W], -1)
                     gram.append(both.mT @ both)
-                Y = map._vjp(orbit[j], torch.cat([nu[..., None], W], -1), start + j)
+                if second is None:
+                    Y = map._vjp(orbit[j], torch.cat([nu[..., None], W], -1), start + j)
+                else:
+                    pending = second.source(j, W)
+                    Y = map._vjp(orbit[j], torch.cat([nu[..., None], nu2[..., None], W], -1), start + j)
+                    nu2, Y = Y[..., 1], Y[..., [0, *range(2, k + 2)]]
                 check_finite(Y, "adjoint (lower segment_steps if it overflowed)", step=start + j)
                 nu, W = Y[..., 0], Y[..., 1:]
             # renormalise at t_s
@@ -422,6 +450,10 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
                 Q, lr, R = renormalise(W, step=start + L * s)
                 bk = (Q.mT @ nu[..., None])[..., 0]
                 nu = nu - (Q @ bk[..., None])[..., 0]
+                if second is not None:
+                    b2k = (Q.mT @ nu2[..., None])[..., 0]
+                    nu2 = nu2 - (Q @ b2k[..., None])[..., 0]
+                    d2.append(d2k), b2.append(b2k), g2.append(g2k), G2.append(G2k)
                 W = Q
             else:
                 lr = torch.zeros(*batch, 0, dtype=x.dtype)
@@ -435,8 +467,9 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
     # segments were visited last to first: put them in time order
     C, d, g_prime, G, logs = (torch.stack(v[::-1]) for v in (C, d, g_prime, G, logs))
     Rs, bs = torch.stack(Rs[::-1]), torch.stack(bs[::-1])  # Rs[s], bs[s]: renormalisation at t_s
+    second_pieces = tuple(torch.stack(v[::-1]) for v in (d2, b2, g2, G2)) if second is not None else None
     return _Sweep(C, d, Rs, bs, g_prime, G, logs, flow_row,
-                  None if kept is None else kept[::-1], None if grams is None else grams[::-1])
+                  None if kept is None else kept[::-1], None if grams is None else grams[::-1], second_pieces)
 
 
 def _least_squares(sweep: _Sweep, segments: int, L: int, k: int) -> tuple[Tensor | None, Tensor, Tensor]:

@@ -27,7 +27,8 @@ from torch import Tensor
 from .maps import Map, parameter
 from .validation import check_positive, unknown_parameter_error
 
-__all__ = ["Affine", "Henon", "Logistic", "Lorenz63", "Noisy", "PerturbedCat", "Tent"]
+__all__ = ["Affine", "ConjugateCat", "Henon", "Logistic", "Lorenz63", "ModifiedSolenoid", "Noisy", "PerturbedCat",
+           "Tent"]
 
 
 class Affine(Map):
@@ -362,6 +363,102 @@ class PerturbedCat(Map):
         a = 2 * W[..., 0, :] + W[..., 1, :]  # A^T W, first row
         b = W[..., 0, :] + W[..., 1, :]
         return torch.stack((a, shear * a + b), dim=-2)  # S^T A^T W
+
+
+class ConjugateCat(Map):
+    r"""Arnold's cat map :math:`f(x) = Ax \bmod 1` perturbed by a smooth change of coordinates:
+
+    .. math::  f_\gamma(x) = Ax + \gamma\big(A\,g(x) - g(Ax)\big) \bmod 1, \qquad
+               g(x, y) = \frac{1}{2\pi}\begin{pmatrix}\sin 2\pi x\\ 0\end{pmatrix},
+               \quad A = \begin{pmatrix} 2 & 1\\ 1 & 1\end{pmatrix}.
+
+    To first order in :math:`\gamma` it is conjugate to the cat map: with
+    :math:`h_\gamma = \mathrm{id} + \gamma g`, :math:`h_\gamma\circ f_\gamma = f\circ h_\gamma
+    + O(\gamma^2)` (the identity it satisfies). So :math:`h_\gamma` carries its physical
+    measure to Lebesgue measure, :math:`\langle\Phi\rangle_\gamma = \int\Phi\circ
+    h_\gamma^{-1}\,dx\,dy + O(\gamma^2)`, and at :math:`\gamma = 0`
+
+    .. math::  \frac{d\langle\Phi\rangle}{d\gamma} = -\int\nabla\Phi\cdot g\,dx\,dy
+
+    exactly; for :math:`\Phi = \cos 2\pi x` that is :math:`\int\sin^2 2\pi x\,dx = 1/2`.
+    The perturbation :math:`X = Df\,g\circ f^{-1} - g` is a coboundary: the shadowing
+    direction is :math:`-g` itself, the unstable divergence of :math:`X^u` telescopes along the
+    orbit, and the unstable contribution to the response vanishes, so shadowing alone is the
+    whole response (the book's test of :func:`~chaosgrad.response.linear_response`).
+
+    Parameters
+    ----------
+    gamma : float
+        Strength of the perturbation (the exact derivative above holds at 0).
+    """
+
+    autonomous = True
+    dim = 2
+
+    def __init__(self, gamma: float = 0.0) -> None:
+        super().__init__()
+        self.gamma = parameter(gamma)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma.item():g}"
+
+    @staticmethod
+    def _g(x: Tensor) -> Tensor:
+        return torch.stack((torch.sin(2 * math.pi * x[..., 0]) / (2 * math.pi), torch.zeros_like(x[..., 0])), -1)
+
+    @staticmethod
+    def _cat(x: Tensor) -> Tensor:
+        return torch.stack((2 * x[..., 0] + x[..., 1], x[..., 0] + x[..., 1]), -1)
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        y = self._cat(x)
+        return torch.remainder(y + self.gamma * (self._cat(self._g(x)) - self._g(y)), 1.0)
+
+
+class ModifiedSolenoid(Map):
+    r"""The modified solenoid of Ni's fast response papers :cite:`ni2020fast,ni2021fast`, in
+    :math:`1 + m` dimensions (:math:`m = 20` there):
+
+    .. math::  x_0' = 0.05\,x_0 + 0.1\sum_{i=1}^{m}\cos(5x_i) + \gamma_0, \qquad
+               x_i' = 2x_i + \gamma_1(1 + x_0)\sin(2x_i) \bmod 2\pi .
+
+    For small :math:`\gamma_1` every :math:`x_i` doubles (:math:`m` unstable directions) and
+    :math:`x_0` contracts by 0.05 (one stable direction): a uniformly hyperbolic attractor
+    whose unstable directions, and whose physical measure along them, depend on both
+    parameters, so the unstable contribution to the response does not vanish. The observable
+    of the papers is :math:`\Phi = x_0^3 + 0.005\sum_i(x_i - \pi)^2`.
+
+    Parameters
+    ----------
+    gamma0, gamma1 : float
+        The parameters (0.1 and 0.1 in the papers).
+    m : int
+        Number of expanding coordinates.
+    """
+
+    autonomous = True
+
+    def __init__(self, gamma0: float = 0.1, gamma1: float = 0.1, m: int = 20) -> None:
+        super().__init__()
+        if int(m) != m or m < 1:
+            raise ValueError(f"m must be a whole number >= 1; got {m}")
+        self.dim = int(m) + 1
+        self.gamma0 = parameter(gamma0)
+        self.gamma1 = parameter(gamma1)
+
+    def extra_repr(self) -> str:
+        return f"m={self.dim - 1}, gamma0={self.gamma0.item():g}, gamma1={self.gamma1.item():g}"
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        x0, xi = x[..., :1], x[..., 1:]
+        y0 = 0.05 * x0 + 0.1 * torch.cos(5 * xi).sum(-1, keepdim=True) + self.gamma0
+        yi = torch.remainder(2 * xi + self.gamma1 * (1 + x0) * torch.sin(2 * xi), 2 * math.pi)
+        return torch.cat((y0, yi), -1)
+
+    @staticmethod
+    def observable(x: Tensor) -> Tensor:
+        r""":math:`\Phi = x_0^3 + 0.005\sum_i(x_i - \pi)^2`."""
+        return x[..., 0] ** 3 + 0.005 * ((x[..., 1:] - math.pi) ** 2).sum(-1)
 
 
 class Noisy(Map):
