@@ -150,3 +150,22 @@ def test_tensor_parameter_is_refused_by_name():
 
     with pytest.raises(ValueError, match="shift are tensors"):
         linear_response(Shifted(), starts(4), cos_y, 4, 5, window=2)
+
+
+def test_unstable_at_another_window_matches_a_new_run():
+    x = starts(8, seed=8)
+    r5 = linear_response(PerturbedCat(0.1), x, cos_y, 10, 10, window=5, warmup=20)
+    r3 = linear_response(PerturbedCat(0.1), x, cos_y, 10, 10, window=3, warmup=20)
+    again = r5.unstable_at(3)["eps"]
+    assert torch.allclose(again.samples, r3.unstable["eps"].samples, rtol=1e-12, atol=1e-15)
+    # the divergence has mean zero under the physical measure (here: Lebesgue)
+    mean_div = r5.divergence.mean((0, 1))
+    assert abs(float(mean_div)) < 3 * float(r5.divergence.mean(0).std()) / math.sqrt(8)
+    # a taper averages the window sums over the windows W - T .. W
+    tapered = r5.unstable_at(5, taper=2)["eps"].samples
+    mean = torch.stack([r5.unstable_at(w)["eps"].samples for w in (3, 4, 5)]).mean(0)
+    assert torch.allclose(tapered, mean, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="window must be at most warmup = 20 "):
+        r5.unstable_at(21)
+    with pytest.raises(ValueError, match="taper must be at most window = 5; got 6"):
+        r5.unstable_at(5, taper=6)

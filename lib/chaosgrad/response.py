@@ -63,9 +63,18 @@ decomposition, the bounded :math:`\tilde\nu` and the decay of correlations exist
 time-:math:`h` map of a flow (``is_flow``), ``M`` counts the neutral direction for the
 shadowing part, as in NILSAS (whose time-dilation condition handles the flow direction), and
 the frames :math:`e_n`, :math:`w_{n+1}` span the unstable subspace only (``M - 1``
-columns): the flow direction carries no unstable divergence. That is the map version of the
-formula, not the flow theory of Ni and Tong; the book checks it on Lorenz-63 against the
-published derivative. Where hyperbolicity fails (near tangencies of the two subspaces, or an
+columns): the flow direction carries no unstable divergence. The bounded :math:`\tilde\nu`
+is then unique only up to a multiple of the neutral adjoint solution; the multiple is fixed,
+as NILSAS fixes its own, by one condition at the start of the run: the covector whose
+pairing with :math:`X` gives the divergence is :math:`\sum_i\partial_{e_i}\varepsilon_i`
+(:math:`\varepsilon = w(e^\top w)^{-1}`), and differentiating
+:math:`\langle\varepsilon_i, F\rangle = 0` along :math:`e_i` gives
+:math:`\langle\tilde\nu_0, F(x_0)\rangle = -\operatorname{tr}(\varepsilon_0^\top
+DF(x_0)\,e_0)`. With it the run average of the divergence is zero within its error bar, as
+:math:`\rho(\operatorname{div}^u_\rho X^u)` must be. This is the map version of the formula,
+not the flow theory of Ni and Tong; the book checks it on Lorenz-63 against the published
+derivative, where the correlations oscillate with the rotation around the foci and a taper
+is needed (``taper``). Where hyperbolicity fails (near tangencies of the two subspaces, or an
 unstable dimension that changes along the orbit) the frames' determinant nearly vanishes,
 :math:`\ell_n` and its gradient spike, and :math:`\tilde\nu` meets the same unbounded
 excursions as NILSAS's covector: the per-member values then scatter over orders of magnitude,
@@ -125,17 +134,27 @@ class ResponseResult:
     shadowing : dict of str to Estimate
         The shadowing contribution alone (what :func:`~chaosgrad.shadowing.nilsas` returns).
     unstable : dict of str to Estimate
-        The unstable contribution alone.
+        The unstable contribution alone, with the window ``window``.
     average : Estimate
         :math:`\\langle\\Phi\\rangle` over the run.
     per_member : dict of str to tuple of Tensor
         ``(shadowing, unstable)`` of each member, each of shape ``x0.shape[:-1]``.
+    divergence : Tensor, shape (N, ..., P)
+        :math:`\\operatorname{div}^u_\\rho X^u(x_{n+1})` for n = 0..N-1, per member and
+        parameter (in the order of ``gradient``): its average over the run estimates
+        :math:`\\rho(\\operatorname{div}^u_\\rho X^u) = 0`, a check.
+    observable : Tensor, shape (N + 2 * warmup + 1, ...)
+        :math:`\\Phi` along the whole orbit (warm-up, run, and the steps after it), from
+        which :meth:`unstable_at` forms the window sums.
+    warmup : int
+        Steps before the run (``observable[warmup + n]`` is :math:`\\Phi(x_n)`).
     exponents : Tensor, shape (M,)
         The adjoint exponents per step of the ``M`` homogeneous solutions.
     n_unstable : int
-        ``M``, the dimension of the (centre-)unstable subspace used.
-    window : int
-        ``W``: the correlation sum runs over :math:`|m| \\le W`.
+        ``M``, as in NILSAS (for a flow, including the neutral direction).
+    window, taper : int
+        ``W`` and ``T``: the correlation sum runs over :math:`|m| \\le W`, its weights falling
+        linearly to zero over the last ``T`` lags.
     segment_steps : int
         Steps per segment.
     """
@@ -145,10 +164,23 @@ class ResponseResult:
     unstable: dict[str, Estimate]
     average: Estimate
     per_member: dict[str, tuple[Tensor, Tensor]]
+    divergence: Tensor
+    observable: Tensor
+    warmup: int
     exponents: Tensor
     n_unstable: int
     window: int
+    taper: int
     segment_steps: int
+
+    def unstable_at(self, window: int, taper: int = 0) -> dict[str, Estimate]:
+        """The unstable contribution with another window ``0 <= window <= warmup`` and
+        ``0 <= taper <= window``, from the stored divergence (no new run): by parameter."""
+        window, taper = _check_window(window, taper, self.warmup)
+        N = self.divergence.shape[0]
+        per_segment = _unstable_per_segment(self.divergence, _windowed(self.observable, window, self.warmup, N, taper),
+                                            N // self.segment_steps)
+        return {name: _estimate(per_segment[..., i], N // self.segment_steps) for i, name in enumerate(self.gradient)}
 
 
 def log_expansion_gradients(map: Map, x: Tensor, E: Tensor, W: Tensor, n: int,
@@ -211,38 +243,38 @@ def log_expansion_gradients(map: Map, x: Tensor, E: Tensor, W: Tensor, n: int,
 
 class _UnstableSource:
     r"""The second source of :func:`~chaosgrad.shadowing._backward_sweep`: at step ``j``,
-    :math:`\nabla_x\ell_j` for :math:`\tilde\nu'`, and the weight :math:`\psi_{j+1}` of
-    the pairing; ``explicit``, ``(K, ..., P)``, holds :math:`\sum_j\psi_{j+1}\,
-    \partial_\gamma\ell_j` per segment. The gradients of :math:`\ell_j` are computed before
-    the sweep, from the adjoint frames of :func:`_adjoint_frames`, many steps per call."""
+    :math:`\nabla_x\ell_j` (computed before the sweep, from the adjoint frames of
+    :func:`_adjoint_frames`, many steps per call), and the storage of the pairings of
+    :math:`\tilde\nu'_{j+1}` and :math:`W_{j+1}` with :math:`\partial_\gamma f_j`."""
 
-    def __init__(self, grad_x: Tensor, grad_gamma: Tensor, psi: Tensor, segments: int) -> None:
-        self.grad_x, self.psi = grad_x, psi
-        weighted = psi[1:, ..., None] * grad_gamma  # (N, ..., P)
-        self.explicit = weighted.reshape(segments, -1, *weighted.shape[1:]).sum(1)
-
-    def weight(self, j: int) -> Tensor:
-        return self.psi[j + 1]
+    def __init__(self, grad_x: Tensor, M: int, P: int) -> None:
+        self.grad_x = grad_x
+        self.p = torch.zeros(*grad_x.shape[:-1], P, dtype=grad_x.dtype)
+        self.PW = torch.zeros(*grad_x.shape[:-1], M, P, dtype=grad_x.dtype)
 
     def source(self, j: int, W: Tensor) -> Tensor:
         return self.grad_x[j]
+
+    def pair(self, j: int, p: Tensor, PW: Tensor) -> None:
+        self.p[j], self.PW[j] = p, PW
 
 
 def _adjoint_frames(map: Map, full: Tensor, first: int, M: int, N: int, L: int, n0: int, seed: int) -> Tensor:
     r"""Homogeneous adjoint solutions pulled back from the end of the extended orbit ``full``
     (the run is ``full[first:first + N + 1]``), so that they have aligned with the adjoint
     unstable subspace before they reach the run, with a QR at the run's segment starts and
-    every ``L`` steps after it: ``(N, ..., dim, M)``, entry ``j`` at run index ``j + 1``."""
+    every ``L`` steps after it: ``(N + 1, ..., dim, M)``, entry ``i`` at run index ``i``."""
     batch = full.shape[1:-1]
     W = random_basis(map.dim, M, full.dtype, seed).expand(*batch, map.dim, M)
-    frames = torch.empty(N, *batch, map.dim, M, dtype=full.dtype)
+    frames = torch.empty(N + 1, *batch, map.dim, M, dtype=full.dtype)
     with torch.no_grad():
         for i in range(full.shape[0] - 2, first - 1, -1):  # pull back from state i + 1 to i
-            if i - first < N:
-                frames[i - first] = W
+            if i + 1 - first <= N:
+                frames[i + 1 - first] = W
             W = map._vjp(full[i], W, n0 + i)
             if (i - first) % L == 0:
                 W = renormalise(W, step=n0 + i)[0]
+        frames[0] = W
     return frames
 
 
@@ -279,13 +311,48 @@ def _frames(map: Map, orbit: Tensor, u: int, seed: int, n0: int, progress: bool 
     return frames
 
 
-def _windowed(phi: Tensor, window: int, first: int, N: int) -> Tensor:
+def _neutral_target(map: Map, x: Tensor, e: Tensor, w: Tensor) -> Tensor:
+    r""":math:`-\operatorname{tr}(\varepsilon^\top DF(x)\,e)` with :math:`\varepsilon =
+    w(e^\top w)^{-1}`: for a flow, the pairing of the exact :math:`\tilde\nu` with the field
+    :math:`F` (differentiate :math:`\langle\varepsilon_i, F\rangle = 0` along :math:`e_i`),
+    which fixes its component along the neutral adjoint solution."""
+    eps = w @ torch.linalg.inv(e.mT @ w).mT
+    DFe = torch.func.vmap(lambda v: torch.func.jvp(map.vector_field, (x,), (v,))[1], in_dims=-1, out_dims=-1)(e)
+    return -torch.diagonal(eps.mT @ DFe, dim1=-2, dim2=-1).sum(-1)
+
+
+def _windowed(phi: Tensor, window: int, first: int, N: int, taper: int = 0) -> Tensor:
     r""":math:`\psi_n = \sum_{|m|\le W}(\Phi(x_{n+m}) - \bar\Phi)` for run indices n = 0..N,
-    where ``phi[first + n]`` is :math:`\Phi(x_n)` and :math:`\bar\Phi` the mean over n = 1..N."""
+    where ``phi[first + n]`` is :math:`\Phi(x_n)` and :math:`\bar\Phi` the mean over n = 1..N;
+    with a ``taper`` T, the mean of these sums over the windows :math:`W - T, \dots, W` (weights
+    falling linearly to zero over the last T lags)."""
     centred = phi - phi[first + 1:first + N + 1].mean(0)
     cums = torch.cat([torch.zeros_like(centred[:1]), torch.cumsum(centred, 0)])
-    lo = torch.arange(first - window, first + N - window + 1)
-    return cums[lo + 2 * window + 1] - cums[lo]
+    total = 0
+    for w in range(window - taper, window + 1):
+        lo = torch.arange(first - w, first + N - w + 1)
+        total = total + cums[lo + 2 * w + 1] - cums[lo]
+    return total / (taper + 1)
+
+
+def _check_window(window: int, taper: int, warmup: int) -> tuple[int, int]:
+    """Validate ``window`` (at most ``warmup``, the steps stored on either side of the run)
+    and ``taper`` (at most ``window``)."""
+    window = check_whole(window, "window", 0)
+    taper = check_whole(taper, "taper", 0)
+    if window > warmup:
+        raise ValueError(f"window must be at most warmup = {warmup} (the orbit stored beyond the run); got {window}")
+    if taper > window:
+        raise ValueError(f"taper must be at most window = {window}; got {taper}")
+    return window, taper
+
+
+def _unstable_per_segment(divergence: Tensor, psi: Tensor, segments: int) -> Tensor:
+    r""":math:`-\frac1N\sum_n\psi_{n+1}\operatorname{div}^u_\rho X^u(x_{n+1})` summed per
+    segment: ``(K, ..., P)`` from ``divergence`` ``(N, ..., P)`` and ``psi`` ``(N + 1, ...)``."""
+    N = divergence.shape[0]
+    terms = -psi[1:, ..., None] * divergence / N
+    return terms.reshape(segments, N // segments, *terms.shape[1:]).sum(1)
 
 
 def _estimate(per_segment: Tensor, segments: int) -> Estimate:
@@ -303,6 +370,7 @@ def linear_response(
     segments: int,
     segment_steps: int,
     window: int,
+    taper: int = 0,
     n_unstable: int | None = None,
     warmup: int | None = None,
     n0: int = 0,
@@ -333,7 +401,13 @@ def linear_response(
     window
         ``W >= 0``: the correlation sum runs over :math:`|m| \le W` steps. Choose it a few
         times the decay time of the correlations of :math:`\Phi`; a longer window costs no time
-        but adds variance.
+        but adds variance (:meth:`ResponseResult.unstable_at` recomputes the contribution for
+        other windows from the same run).
+    taper
+        ``0 <= T <= W``: average the window sums over the windows :math:`W - T` to :math:`W`
+        (a linear taper of the last ``T`` lags). Where the correlations oscillate (the rotation
+        of Lorenz-63 around its foci), a taper of one period averages the oscillation of the
+        truncated sum away.
     n_unstable
         ``M >= 1``, the unstable dimension (for a flow, plus the neutral direction);
         ``None`` measures it as :func:`~chaosgrad.shadowing.nilsas` does.
@@ -355,7 +429,7 @@ def linear_response(
     Raises
     ------
     ValueError
-        For ``window < 0``, ``warmup < window``, ``n_unstable < 1`` or above ``dim``, a
+        For ``window < 0``, ``warmup < window``, ``taper`` outside ``0..window``, ``n_unstable < 1`` or above ``dim``, a
         tensor (non-scalar) parameter, and the errors of :func:`~chaosgrad.shadowing.nilsas`.
 
     See Also
@@ -371,6 +445,7 @@ def linear_response(
     if warmup < window:
         raise ValueError(f"warmup must be at least window = {window} (the window reaches back that far); "
                          f"got warmup = {warmup}")
+    window, taper = _check_window(window, taper, warmup)
     if n_unstable is not None and (int(n_unstable) != n_unstable or not 1 <= n_unstable <= map.dim):
         raise ValueError(f"n_unstable must be a whole number with 1 <= n_unstable <= dim = {map.dim}; got {n_unstable}")
     params = map.params()
@@ -387,23 +462,31 @@ def linear_response(
     full = map.trajectory(x, warmup + N + warmup, n0, progress)
     orbit, phi, sources, mean_phi = _forward_run(map, full[warmup], observable, 0, N, start, False)
     phi_all = check_finite(observable(full).detach(), "observable", step=None)
-    psi = _windowed(phi_all, window, warmup, N)  # psi[n] for run index n = 0..N
+    psi = _windowed(phi_all, window, warmup, N, taper)  # psi[n] for run index n = 0..N
     M = _pilot(map, orbit[0], N, start, seed, _flow(map)) if n_unstable is None else int(n_unstable)
     if M < 1:
         raise ValueError("the attractor has no positive exponent (M = 0): the response is backpropagation's, "
                          "and there is no unstable contribution; use nilsas")
     u = M - 1 if _flow(map) else M  # the unstable subspace, without the flow direction
-    frames = _frames(map, full[:warmup + N + 1], u, seed, n0, progress)[warmup:]
-    adjoint = _adjoint_frames(map, full, warmup, u, N, L, n0, seed)
-    grad_x, grad_gamma = _ell_gradients(map, orbit, frames, adjoint, names, start)
-    second = _UnstableSource(grad_x, grad_gamma, psi, segments)
+    frames = _frames(map, full[:warmup + N + 1], u, seed, n0, progress)[warmup:]  # e_0 .. e_{N-1}
+    adjoint = _adjoint_frames(map, full, warmup, u, N, L, n0, seed)  # spanning w_0 .. w_N
+    grad_x, grad_gamma = _ell_gradients(map, orbit, frames, adjoint[1:], names, start)
+    second = _UnstableSource(grad_x, M, len(names))
     sweep = _backward_sweep(map, orbit, phi, sources, mean_phi, names, M, segments, L, start, seed,
                             keep_pieces=False, keep_grams=False, progress=progress, second=second)
     a, exps, _ = _least_squares(sweep, segments, L, M)
-    d2, b2, g2, G2 = sweep.second
-    a2 = shadowing_least_squares(sweep.C, d2, sweep.R[1:], b2[1:])  # tilde nu's coefficients
+    d2, b2, flow_pairing = sweep.second
+    E2 = e2 = None
+    if flow_pairing is not None:  # <tilde nu_0, F(x_0)> = -tr(eps^T DF e) at the start
+        E2 = sweep.flow_row[0]
+        e2 = _neutral_target(map, orbit[0], frames[0], adjoint[0]) - flow_pairing - (grad_x[0] * map.vector_field(
+            orbit[0])).sum(-1)
+    a2 = shadowing_least_squares(sweep.C, d2, sweep.R[1:], b2[1:], E2, e2)  # tilde nu's coefficients
+    # div^u X^u at x_{n+1} = d ell_n / d gamma + <tilde nu_{n+1}, df/d gamma (x_n)>
+    coefficients = a2.repeat_interleave(L, 0)[..., None, :]  # (N, ..., 1, M)
+    divergence = grad_gamma + second.p + (coefficients @ second.PW)[..., 0, :]
     shadow = sweep.g_prime + (a[..., None, :] @ sweep.G)[..., 0, :]  # (K, ..., P)
-    unstable = -(g2 + (a2[..., None, :] @ G2)[..., 0, :] + second.explicit) / N
+    unstable = _unstable_per_segment(divergence, psi, segments)
     result = {}
     for i, name in enumerate(names):
         result[name] = tuple(_estimate(v[..., i], segments) for v in (shadow + unstable, shadow, unstable))
@@ -414,9 +497,13 @@ def linear_response(
         unstable={k: v[2] for k, v in result.items()},
         average=average,
         per_member={name: (shadow[..., i].sum(0), unstable[..., i].sum(0)) for i, name in enumerate(names)},
+        divergence=divergence,
+        observable=phi_all,
+        warmup=warmup,
         exponents=exps,
         n_unstable=M,
         window=window,
+        taper=taper,
         segment_steps=L,
     )
 

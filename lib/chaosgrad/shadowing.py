@@ -350,10 +350,9 @@ class _Sweep:
     grams : list or None
         Per segment, :math:`[\nu', W]^\top[\nu', W]` at its steps in time order.
     second : tuple or None
-        With a ``second`` source (:func:`_backward_sweep`), the same pieces for the second
-        inhomogeneous solution :math:`\tilde\nu'`: :math:`(\tilde d_k, \tilde b_k,
-        \tilde g'_k, \tilde G_k)`, shaped as ``(d, b, g_prime, G)``, its pairings weighted
-        per step by the source's ``weight``.
+        With a ``second`` source (:func:`_backward_sweep`), :math:`(\tilde d_k, \tilde b_k)`
+        of the second inhomogeneous solution :math:`\tilde\nu'`, shaped as ``(d, b)``, and
+        for a flow :math:`\langle\tilde\nu'_0, F(x_0)\rangle` (else ``None``).
     """
 
     C: Tensor
@@ -366,7 +365,7 @@ class _Sweep:
     flow_row: tuple[Tensor, Tensor] | None
     pieces: list | None
     grams: list | None
-    second: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+    second: tuple[Tensor, Tensor, Tensor | None] | None = None
 
 
 def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_phi: Tensor, names: list[str],
@@ -384,8 +383,10 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
     inhomogeneous solution :math:`\tilde\nu'` in the same pull-back, renormalisation and
     Gram sums, whose source is computed during the sweep: ``second.source(j, W)`` returns the
     source at index ``j`` from the homogeneous solutions :math:`W_{j+1}` (added, as
-    :math:`\nabla\Phi/N` is, before the pairings at index ``j``), and ``second.weight(j)``,
-    shape ``batch``, weights its pairing with :math:`\partial_\gamma f_j`."""
+    :math:`\nabla\Phi/N` is, before the pairings at index ``j``), and
+    ``second.pair(j, p, P)`` receives its pairings with :math:`\partial_\gamma f_j`:
+    :math:`p = (\partial_\gamma f_j)^\top\tilde\nu'_{j+1}`, ``(..., P)``, and
+    :math:`P = W_{j+1}^\top\partial_\gamma f_j`, ``(..., M, P)``."""
     x = orbit[0]
     dim, batch = map.dim, x.shape[:-1]
     N = segments * L
@@ -401,7 +402,8 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
     grams = [] if keep_grams else None  # per segment: (L, ..., M + 1, M + 1)
     flow_row = None
     nu2 = pending = torch.zeros(*batch, dim, dtype=x.dtype)
-    d2, b2, g2, G2 = [], [], [], []
+    second_flow = None
+    d2, b2 = [], []
     with torch.no_grad():
         for seg in progress_range(segments, progress, desc="NILSAS backward"):
             s = segments - 1 - seg  # segment s covers steps t_s .. t_{s+1} - 1
@@ -409,7 +411,7 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
             dk = torch.zeros(*batch, k, dtype=x.dtype)
             gk = torch.zeros(*batch, len(names), dtype=x.dtype)
             Gk = torch.zeros(*batch, k, len(names), dtype=x.dtype)
-            d2k, g2k, G2k = torch.zeros_like(dk), torch.zeros_like(gk), torch.zeros_like(Gk)
+            d2k = torch.zeros_like(dk)
             pieces, gram = [], []
             for j in range(L * (s + 1) - 1, L * s - 1, -1):
                 nu = nu + sources[j + 1]  # now (nu', W) hold index j + 1
@@ -423,12 +425,11 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
                         dfdg = dfdg_all[j]  # (..., dim, P)
                     else:
                         dfdg = torch.stack([map.param_jvp(orbit[j], {p: 1.0}, start + j) for p in names], -1)
+                    WX = W.mT @ dfdg
                     gk = gk + (nu[..., None, :] @ dfdg)[..., 0, :]
-                    Gk = Gk + W.mT @ dfdg
+                    Gk = Gk + WX
                     if second is not None:
-                        weight = second.weight(j)[..., None]
-                        g2k = g2k + weight * (nu2[..., None, :] @ dfdg)[..., 0, :]
-                        G2k = G2k + weight[..., None] * (W.mT @ dfdg)
+                        second.pair(j, (nu2[..., None, :] @ dfdg)[..., 0, :], WX)
                 if kept is not None:
                     pieces.append((j + 1, nu, W))
                 if grams is not None:  # [nu', W]^T [nu', W] at index j + 1
@@ -446,6 +447,8 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
             if flow and s == 0:
                 F = map.vector_field(orbit[0])
                 flow_row = (W.mT @ F[..., None])[..., 0], -(phi[0] - mean_phi) / (N * map.dt) - (nu * F).sum(-1)
+                if second is not None:
+                    second_flow = (nu2 * F).sum(-1)
             if k:
                 Q, lr, R = renormalise(W, step=start + L * s)
                 bk = (Q.mT @ nu[..., None])[..., 0]
@@ -453,7 +456,7 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
                 if second is not None:
                     b2k = (Q.mT @ nu2[..., None])[..., 0]
                     nu2 = nu2 - (Q @ b2k[..., None])[..., 0]
-                    d2.append(d2k), b2.append(b2k), g2.append(g2k), G2.append(G2k)
+                    d2.append(d2k), b2.append(b2k)
                 W = Q
             else:
                 lr = torch.zeros(*batch, 0, dtype=x.dtype)
@@ -467,7 +470,7 @@ def _backward_sweep(map: Map, orbit: Tensor, phi: Tensor, sources: Tensor, mean_
     # segments were visited last to first: put them in time order
     C, d, g_prime, G, logs = (torch.stack(v[::-1]) for v in (C, d, g_prime, G, logs))
     Rs, bs = torch.stack(Rs[::-1]), torch.stack(bs[::-1])  # Rs[s], bs[s]: renormalisation at t_s
-    second_pieces = tuple(torch.stack(v[::-1]) for v in (d2, b2, g2, G2)) if second is not None else None
+    second_pieces = (torch.stack(d2[::-1]), torch.stack(b2[::-1]), second_flow) if second is not None else None
     return _Sweep(C, d, Rs, bs, g_prime, G, logs, flow_row,
                   None if kept is None else kept[::-1], None if grams is None else grams[::-1], second_pieces)
 
