@@ -143,6 +143,8 @@ class ResponseResult:
         :math:`\\operatorname{div}^u_\\rho X^u(x_{n+1})` for n = 0..N-1, per member and
         parameter (in the order of ``gradient``): its average over the run estimates
         :math:`\\rho(\\operatorname{div}^u_\\rho X^u) = 0`, a check.
+    shadowing_segments : Tensor, shape (K, ..., P)
+        The shadowing contribution of each segment (they sum to each member's value).
     observable : Tensor, shape (N + 2 * warmup + 1, ...)
         :math:`\\Phi` along the whole orbit (warm-up, run, and the steps after it), from
         which :meth:`unstable_at` forms the window sums.
@@ -165,6 +167,7 @@ class ResponseResult:
     average: Estimate
     per_member: dict[str, tuple[Tensor, Tensor]]
     divergence: Tensor
+    shadowing_segments: Tensor
     observable: Tensor
     warmup: int
     exponents: Tensor
@@ -173,14 +176,30 @@ class ResponseResult:
     taper: int
     segment_steps: int
 
+    def contributions(self, name: str, window: int | None = None, taper: int = 0) -> dict[str, Estimate]:
+        """``{"shadowing S": ..., "unstable U": ..., "total S + U": ...}`` for parameter
+        ``name``, with the run's window or another (:meth:`unstable_at`): a table row."""
+        if name not in self.gradient:
+            raise KeyError(f"no parameter {name!r} in this result; it has {', '.join(self.gradient)}")
+        if window is None:
+            return {"shadowing S": self.shadowing[name], "unstable U": self.unstable[name],
+                    "total S + U": self.gradient[name]}
+        i, segments = list(self.gradient).index(name), self.shadowing_segments.shape[0]
+        unstable = self._unstable_segments(window, taper)[..., i]
+        return {"shadowing S": self.shadowing[name], "unstable U": _estimate(unstable, segments),
+                "total S + U": _estimate(self.shadowing_segments[..., i] + unstable, segments)}
+
     def unstable_at(self, window: int, taper: int = 0) -> dict[str, Estimate]:
         """The unstable contribution with another window ``0 <= window <= warmup`` and
         ``0 <= taper <= window``, from the stored divergence (no new run): by parameter."""
+        per_segment, segments = self._unstable_segments(window, taper), self.shadowing_segments.shape[0]
+        return {name: _estimate(per_segment[..., i], segments) for i, name in enumerate(self.gradient)}
+
+    def _unstable_segments(self, window: int, taper: int) -> Tensor:
         window, taper = _check_window(window, taper, self.warmup)
         N = self.divergence.shape[0]
-        per_segment = _unstable_per_segment(self.divergence, _windowed(self.observable, window, self.warmup, N, taper),
-                                            N // self.segment_steps)
-        return {name: _estimate(per_segment[..., i], N // self.segment_steps) for i, name in enumerate(self.gradient)}
+        psi = _windowed(self.observable, window, self.warmup, N, taper)
+        return _unstable_per_segment(self.divergence, psi, self.shadowing_segments.shape[0])
 
 
 def log_expansion_gradients(map: Map, x: Tensor, E: Tensor, W: Tensor, n: int,
@@ -327,12 +346,16 @@ def _windowed(phi: Tensor, window: int, first: int, N: int, taper: int = 0) -> T
     with a ``taper`` T, the mean of these sums over the windows :math:`W - T, \dots, W` (weights
     falling linearly to zero over the last T lags)."""
     centred = phi - phi[first + 1:first + N + 1].mean(0)
-    cums = torch.cat([torch.zeros_like(centred[:1]), torch.cumsum(centred, 0)])
-    total = 0
-    for w in range(window - taper, window + 1):
-        lo = torch.arange(first - w, first + N - w + 1)
-        total = total + cums[lo + 2 * w + 1] - cums[lo]
-    return total / (taper + 1)
+    cums = torch.cat([torch.zeros_like(centred[:1]), torch.cumsum(centred, 0)])  # cums[k] = sum_{i<k}
+    p = torch.arange(first, first + N + 1)  # phi index of run index n
+    if not taper:
+        return cums[p + window + 1] - cums[p - window]
+    # the mean over w = a..b of cums[p + w + 1] - cums[p - w], by a second cumulative sum
+    a, b = window - taper, window
+    twice = torch.cat([torch.zeros_like(cums[:1]), torch.cumsum(cums, 0)])  # twice[k] = sum_{i<k} cums[i]
+    ahead = twice[p + b + 2] - twice[p + a + 1]
+    behind = twice[p - a + 1] - twice[p - b]
+    return (ahead - behind) / (taper + 1)
 
 
 def _check_window(window: int, taper: int, warmup: int) -> tuple[int, int]:
@@ -498,6 +521,7 @@ def linear_response(
         average=average,
         per_member={name: (shadow[..., i].sum(0), unstable[..., i].sum(0)) for i, name in enumerate(names)},
         divergence=divergence,
+        shadowing_segments=shadow,
         observable=phi_all,
         warmup=warmup,
         exponents=exps,
