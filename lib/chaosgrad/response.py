@@ -35,7 +35,7 @@ unstable subspace at :math:`x_{n+1}` (NILSAS's homogeneous adjoint solutions), a
 the logarithm of the unstable Jacobian at step :math:`n` seen through these frames (held
 fixed: :math:`\ell_n` does not depend on their normalisation). Then, along the orbit,
 
-.. math::  -\operatorname{div}^u_\rho X^u(x_{n+1}) = \partial_\gamma\ell_n(x_n,\gamma)
+.. math::  \operatorname{div}^u_\rho X^u(x_{n+1}) = \partial_\gamma\ell_n(x_n,\gamma)
            + \big\langle\tilde\nu_{n+1},\,\partial_\gamma f(x_n)\big\rangle,
 
 where :math:`\tilde\nu` is the bounded (adjoint-shadowing) solution of
@@ -47,7 +47,7 @@ derivatives of :math:`f`: :math:`\nabla_x\ell_n` is a Hessian-vector product con
 the frames, a jvp differentiated in reverse mode). The sum over :math:`m` is truncated to a
 window :math:`|m|\le W` (the correlations decay exponentially on a hyperbolic attractor):
 
-.. math::  U \approx \frac1N\sum_{n=0}^{N-1}\psi_{n+1}\Big(\partial_\gamma\ell_n
+.. math::  U \approx -\frac1N\sum_{n=0}^{N-1}\psi_{n+1}\Big(\partial_\gamma\ell_n
            + \big\langle\tilde\nu_{n+1},\partial_\gamma f(x_n)\big\rangle\Big),\qquad
            \psi_n = \sum_{m=-W}^{W}\big(\Phi(x_{n+m}) - \bar\Phi\big).
 
@@ -63,7 +63,8 @@ decomposition, the bounded :math:`\tilde\nu` and the decay of correlations exist
 time-:math:`h` map of a flow (``is_flow``), ``M`` counts the neutral direction for the
 shadowing part, as in NILSAS (whose time-dilation condition handles the flow direction), and
 the frames :math:`e_n`, :math:`w_{n+1}` span the unstable subspace only (``M - 1``
-columns): the flow direction carries no unstable divergence. The bounded :math:`\tilde\nu`
+columns), so that :math:`X^u` is the projection along the centre and stable subspaces. The
+bounded :math:`\tilde\nu`
 is then unique only up to a multiple of the neutral adjoint solution; the multiple is fixed,
 as NILSAS fixes its own, by one condition at the start of the run: the covector whose
 pairing with :math:`X` gives the divergence is :math:`\sum_i\partial_{e_i}\varepsilon_i`
@@ -74,12 +75,10 @@ DF(x_0)\,e_0)`. With it the run average of the divergence is zero within its err
 :math:`\rho(\operatorname{div}^u_\rho X^u)` must be. This is the map version of the formula,
 not the flow theory of Ni and Tong; the book checks it on Lorenz-63 against the published
 derivative, where the correlations oscillate with the rotation around the foci and a taper
-is needed (``taper``). Where hyperbolicity fails (near tangencies of the two subspaces, or an
-unstable dimension that changes along the orbit) the frames' determinant nearly vanishes,
-:math:`\ell_n` and its gradient spike, and :math:`\tilde\nu` meets the same unbounded
-excursions as NILSAS's covector: the per-member values then scatter over orders of magnitude,
-which the error bar over independent members shows (the chapter measures it on chapter 4's
-tanh networks). The estimate has NILSAS's :math:`O(1/N)` boundary term and a bias from the
+is needed (``taper``). Where hyperbolicity fails nothing guarantees a bounded
+:math:`\tilde\nu` or a small :math:`\ell_n`, and the per-member values can scatter over orders
+of magnitude, which the error bar over independent members shows (chapter 4 measures it on
+the tanh networks, where the unstable contribution makes one orbit's error worse). The estimate has NILSAS's :math:`O(1/N)` boundary term and a bias from the
 truncated window, which falls as the correlations decay: scan both.
 
 References
@@ -90,7 +89,7 @@ perturbations of transfer operators, arXiv:2111.07692;
 :cite:`ni2020fast` A. Ni, Fast differentiation of hyperbolic chaos, arXiv:2009.00595 (the
 modified solenoid);
 :cite:`ni2023recursive` A. Ni, Y. Tong, Recursive divergence formulas for perturbing unstable
-transfer operators and physical measures, J. Stat. Phys. 190 (2023), arXiv:2108.13863.
+transfer operators and physical measures, J. Stat. Phys. (2023), arXiv:2108.13863.
 """
 
 from __future__ import annotations
