@@ -277,7 +277,8 @@ class _UnstableSource:
         self.p[j], self.PW[j] = p, PW
 
 
-def _adjoint_frames(map: Map, full: Tensor, first: int, M: int, N: int, L: int, n0: int, seed: int) -> Tensor:
+def _adjoint_frames(map: Map, full: Tensor, first: int, M: int, N: int, L: int, n0: int, seed: int,
+                    progress: bool | None = None) -> Tensor:
     r"""Homogeneous adjoint solutions pulled back from the end of the extended orbit ``full``
     (the run is ``full[first:first + N + 1]``), so that they have aligned with the adjoint
     unstable subspace before they reach the run, with a QR at the run's segment starts and
@@ -286,7 +287,8 @@ def _adjoint_frames(map: Map, full: Tensor, first: int, M: int, N: int, L: int, 
     W = random_basis(map.dim, M, full.dtype, seed).expand(*batch, map.dim, M)
     frames = torch.empty(N + 1, *batch, map.dim, M, dtype=full.dtype)
     with torch.no_grad():
-        for i in range(full.shape[0] - 2, first - 1, -1):  # pull back from state i + 1 to i
+        for back in progress_range(full.shape[0] - 1 - first, progress, desc="adjoint frames"):
+            i = full.shape[0] - 2 - back  # pull back from state i + 1 to i
             if i + 1 - first <= N:
                 frames[i + 1 - first] = W
             W = map._vjp(full[i], W, n0 + i)
@@ -491,7 +493,7 @@ def linear_response(
                          "and there is no unstable contribution; use nilsas")
     u = M - 1 if _flow(map) else M  # the unstable subspace, without the flow direction
     frames = _frames(map, full[:warmup + N + 1], u, seed, n0, progress)[warmup:]  # e_0 .. e_{N-1}
-    adjoint = _adjoint_frames(map, full, warmup, u, N, L, n0, seed)  # spanning w_0 .. w_N
+    adjoint = _adjoint_frames(map, full, warmup, u, N, L, n0, seed, progress)  # spanning w_0 .. w_N
     grad_x, grad_gamma = _ell_gradients(map, orbit, frames, adjoint[1:], names, start)
     second = _UnstableSource(grad_x, M, len(names))
     sweep = _backward_sweep(map, orbit, phi, sources, mean_phi, names, M, segments, L, start, seed,
