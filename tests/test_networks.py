@@ -15,7 +15,7 @@ import torch
 
 from chaosgrad import lyapunov_spectrum, meanfield
 from chaosgrad.maps import Map
-from chaosgrad.networks import RandomNetwork, measured_top_exponent, zero_crossing
+from chaosgrad.networks import LayerStore, RandomNetwork, measured_top_exponent, shared_layers, zero_crossing
 
 F64 = torch.float64
 
@@ -48,6 +48,30 @@ def test_layers_have_the_stated_distribution_and_are_reproducible():
     assert torch.equal(tied.layer(0)[0], tied.layer(99)[0])
     O, _ = RandomNetwork(50, sigma_w2=3.0, weights="orthogonal").layer(0)
     torch.testing.assert_close(O @ O.T, 3.0 * torch.eye(50, dtype=F64), rtol=0, atol=1e-12)
+
+
+def test_networks_of_one_seed_share_their_layers_and_results_do_not_change():
+    shared_layers.clear()
+    first = RandomNetwork(40, sigma_w2=2.0, sigma_b2=0.1, seed=11)
+    other = RandomNetwork(40, depth=5, sigma_w2=3.0, sigma_b2=0.5, seed=11)
+    assert other.standard_layer(3)[0] is first.standard_layer(3)[0]  # drawn once
+    assert RandomNetwork(40, seed=12).standard_layer(3)[0] is not first.standard_layer(3)[0]
+    x0 = torch.randn(2, 40, generator=torch.Generator().manual_seed(0), dtype=F64)
+    shared = lyapunov_spectrum(RandomNetwork(40, sigma_w2=3.0, seed=11), x0, 20, k=3).exponents
+    alone = lyapunov_spectrum(RandomNetwork(40, sigma_w2=3.0, seed=11, cache_bytes=0), x0, 20, k=3).exponents
+    assert torch.equal(shared, alone)  # the same layers, bit for bit, as drawn afresh
+
+
+def test_layer_store_keeps_first_layers_and_drops_the_least_recently_used_seed():
+    layer = (torch.zeros(4, 4, dtype=F64), torch.zeros(4, dtype=F64))  # 160 bytes
+    store = LayerStore(3 * 160)
+    for n in range(5):
+        store.put("a", n, layer)
+    assert [store.get("a", n) is not None for n in range(5)] == [True, True, True, False, False]
+    store.put("b", 0, layer)  # drops all of "a", the least recently used seed
+    assert store.get("a", 0) is None and store.get("b", 0) is layer
+    store.clear()
+    assert store.get("b", 0) is None
 
 
 def test_param_derivatives_match_differences():

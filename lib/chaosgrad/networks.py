@@ -10,7 +10,9 @@ output) reuse layer 0's for every step and are autonomous maps.
 
 Layer :math:`l` is drawn from its own random stream, seeded by ``(seed, l)``: a network of
 depth 100 is the first 100 layers of the same network of depth 1000, and a layer can be
-regenerated in any order. Drawn layers are kept in a cache of bounded size.
+regenerated in any order. Drawn layers are kept in a cache of bounded size, and shared by
+every network of the same width, weight law and seed (:data:`shared_layers`): the variances
+only scale them, so a sweep over :math:`\sigma_w^2` draws each layer once.
 
 The Jacobian of a layer is :math:`\operatorname{diag}(\phi'(a_l))\, W_l` with
 :math:`a_l = W_l x_l + b_l`; ``jvp`` and ``vjp`` use it in closed form (one matrix product).
@@ -38,7 +40,68 @@ from .lyapunov import lyapunov_spectrum
 from .maps import Map, parameter
 from .validation import unknown_parameter_error
 
-__all__ = ["PreactivationNetwork", "RandomNetwork", "measured_top_exponent", "zero_crossing"]
+__all__ = ["PreactivationNetwork", "RandomNetwork", "measured_top_exponent", "shared_layers", "zero_crossing"]
+
+
+class LayerStore:
+    r"""Standard layers :math:`(G_n, g_n)` shared by the :class:`RandomNetwork`\ s that draw the
+    same ones: same width, weight law and seed, whatever their variances and depth.
+
+    A sweep over :math:`\sigma_w^2` or :math:`\sigma_b^2` with one seed (chapter 1's tables
+    and phase diagram) then draws each layer once instead of once per network; drawing a
+    layer (:math:`N^2` Gaussian numbers) costs more than the step that uses it. The layers are
+    the same tensors a network would draw, so results do not change, only the speed.
+
+    At most ``max_bytes`` are kept. When a new layer does not fit, the layers of the seed
+    least recently used are dropped (all of them, never those of the seed being drawn); if it
+    still does not fit, it is not kept. So a seed keeps its first layers: every network of a
+    sweep runs layers 0, 1, 2, ... again, and a first-in-first-out store smaller than the
+    sweep would have dropped each layer before the next network needed it.
+
+    Parameters
+    ----------
+    max_bytes
+        The memory for shared layers; 0 shares nothing.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._layers: dict[tuple, dict[int, tuple[Tensor, Tensor]]] = {}  # least recently used seed first
+        self._bytes = 0
+
+    def get(self, key: tuple, n: int) -> tuple[Tensor, Tensor] | None:
+        """Layer ``n`` of the networks ``key`` (width, weights, seed), or ``None`` if it is not kept."""
+        layers = self._layers.get(key)
+        if layers is None or n not in layers:
+            return None
+        self._layers[key] = self._layers.pop(key)  # now the most recently used
+        return layers[n]
+
+    def put(self, key: tuple, n: int, layer: tuple[Tensor, Tensor]) -> None:
+        """Keep layer ``n`` of the networks ``key`` if it fits (see the class docstring)."""
+        size = _nbytes(layer)
+        for other in [k for k in self._layers if k != key]:
+            if self._bytes + size <= self.max_bytes:
+                break
+            self._bytes -= sum(_nbytes(dropped) for dropped in self._layers.pop(other).values())
+        if self._bytes + size <= self.max_bytes:
+            self._layers.setdefault(key, {})[n] = layer
+            self._bytes += size
+
+    def clear(self) -> None:
+        """Drop every kept layer (to return the memory)."""
+        self._layers.clear()
+        self._bytes = 0
+
+
+def _nbytes(layer: tuple[Tensor, Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in layer)
+
+
+#: The layers shared by all :class:`RandomNetwork`\ s of this process: at most 512 MiB, the
+#: first 418 layers of width 400 or 267 of width 500. ``shared_layers.clear()`` returns the
+#: memory; ``shared_layers.max_bytes = 0`` turns sharing off.
+shared_layers = LayerStore(2**29)
 
 
 class RandomNetwork(Map):
@@ -63,8 +126,9 @@ class RandomNetwork(Map):
         Seed of the weights.
     cache_bytes
         Memory for drawn layers (default 256 MiB; the newest layer is always kept); the
-        oldest layers are dropped first and redrawn if needed again. Results do not depend
-        on it, only the speed does.
+        oldest layers are dropped first and redrawn if needed again. Layers are also looked
+        up in, and given to, :data:`shared_layers` unless ``cache_bytes = 0``, which draws
+        every layer afresh. Results do not depend on it, only the speed does.
 
     Examples
     --------
@@ -132,6 +196,20 @@ class RandomNetwork(Map):
         n = 0 if self.tied else int(n)
         if n in self._cache:
             return self._cache[n]
+        key = (self.dim, self.weights, self.seed)  # every network with these draws the same layers
+        layer = shared_layers.get(key, n) if self.cache_bytes > 0 else None
+        if layer is None:
+            layer = self._draw(n)
+            if self.cache_bytes > 0:
+                shared_layers.put(key, n, layer)
+        self._cache[n] = layer
+        N = self.dim
+        while len(self._cache) > 1 and len(self._cache) * (N * N + N) * 8 > self.cache_bytes:
+            del self._cache[next(iter(self._cache))]  # first in, first out; keep the newest
+        return layer
+
+    def _draw(self, n: int) -> tuple[Tensor, Tensor]:
+        r"""Draw :math:`(G_n, g_n)` from the stream seeded by ``(seed, n)``."""
         rng = np.random.default_rng([self.seed, n])  # NumPy draws also work inside torch.func.vmap
         N = self.dim
         G = torch.from_numpy(rng.standard_normal((N, N)))
@@ -141,9 +219,6 @@ class RandomNetwork(Map):
         else:
             G = G / math.sqrt(N)
         g = torch.from_numpy(rng.standard_normal(N))
-        self._cache[n] = (G, g)
-        while len(self._cache) > 1 and len(self._cache) * (N * N + N) * 8 > self.cache_bytes:
-            del self._cache[next(iter(self._cache))]  # first in, first out; keep the newest
         return G, g
 
     def layer(self, n: int) -> tuple[Tensor, Tensor]:
