@@ -302,7 +302,7 @@ class Line(Map):
 
     def step(self, x: Tensor, n: int = 0) -> Tensor:
         moved = {k: p + self.t * self._direction[k] for k, p in self.map.params().items() if k in self._direction}
-        return torch.func.functional_call(self.map, moved, (x, n))
+        return self.map._call_with(moved, x, n)
 
 
 # -- counting ---------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def fit_one_step(model: Map, data: Observations, iterations: int, lr: float = 1e
         r = torch.randint(0, y.shape[1], (batch,), generator=generator)
         x, loss = y[k, r], 0.0
         for j in range(1, K + 1):
-            x = torch.func.functional_call(model, params, (x,))
+            x = model._call_with(params, x, 0)
             loss = loss + ((x - y[k + j, r]) ** 2).mean() / K
         optimiser.zero_grad()
         loss.backward()
@@ -420,7 +420,7 @@ def rollout_gradient_norms(model: Map, data: Observations, horizons: Any, starts
             params = {n: p.detach().clone().requires_grad_(True) for n, p in model.params().items()}
             x, loss = y[k[s], r[s]], 0.0
             for j in range(1, T + 1):
-                x = torch.func.functional_call(model, params, (x,))
+                x = model._call_with(params, x, 0)
                 loss = loss + ((x - y[k[s] + j, r[s]]) ** 2).mean() / T
             grads = torch.autograd.grad(loss, list(params.values()))
             norms[i, s] = torch.cat([g.reshape(-1) for g in grads]).norm()

@@ -374,7 +374,9 @@ class Map(torch.nn.Module):
         return self._vjp(x, w[..., None], n)[..., 0], self._param_vjp(x, w, n, keep)
 
     def _call_with(self, params: dict[str, Tensor], x: Tensor, n: int) -> Tensor:
-        """``step`` with the parameters replaced by ``params`` (for :mod:`torch.func`)."""
+        """``step`` with the parameters named in ``params`` replaced (for :mod:`torch.func` and
+        training loops), by :func:`torch.func.functional_call`; a map may override it to compute
+        the step from ``params`` directly (:class:`~chaosgrad.models.NeuralMap` does)."""
         return torch.func.functional_call(self, params, (x, n))
 
 

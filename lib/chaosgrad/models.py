@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -210,24 +210,34 @@ class NeuralMap(Map):
         return f"dim={self.dim}, widths={self.widths}, dt={self.dt:g}, parameters={P}, seed={self.seed}"
 
     # -- the network --------------------------------------------------------------------
-    def _layers(self) -> list[tuple[Tensor, Tensor]]:
-        """``[(W0, b0), (W1, b1), ...]``, read from the module's parameter table on every call, so
-        that :func:`torch.func.functional_call` (which swaps the entries of that table) can
-        substitute them. Reading the table directly skips ``nn.Module.__getattr__``, about a
-        quarter of a step's time for the small networks of chapter 7."""
-        table = self._parameters
+    def _layers(self, params: Mapping[str, Tensor] | None = None) -> list[tuple[Tensor, Tensor]]:
+        """``[(W0, b0), (W1, b1), ...]``: those named in ``params``, the others read from the
+        module's parameter table on every call, so that :func:`torch.func.functional_call`
+        (which swaps the entries of that table) can substitute them. Reading the table directly
+        skips ``nn.Module.__getattr__``, about a quarter of a step's time for the small networks
+        of chapter 7."""
+        table = self._parameters if not params else {**self._parameters, **params}
         return [(table[f"W{l}"], table[f"b{l}"]) for l in range(len(self.widths) + 1)]
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        r"""The step and the inputs :math:`z_0 = u, z_1, \dots, z_L` of every layer."""
-        layers = self._layers()
-        z = (x - self.in_shift) / self.in_scale
+    def _scales(self) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The buffers :math:`(m, s, c)` (``in_shift``, ``in_scale``, ``out_scale``), read from the
+        module's buffer table as :meth:`_layers` reads the parameters (``nn.Module.__getattr__``
+        costs about a tenth of a step here)."""
+        table = self._buffers
+        return table["in_shift"], table["in_scale"], table["out_scale"]
+
+    def _forward(self, x: Tensor, layers: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, list[Tensor]]:
+        r"""The step and the inputs :math:`z_0 = u, z_1, \dots, z_L` of every layer, with the
+        weights ``layers`` (default: the map's own, :meth:`_layers`)."""
+        layers = self._layers() if layers is None else layers
+        shift, scale, out_scale = self._scales()
+        z = (x - shift) / scale
         inputs = [z]
         for W, b in layers[:-1]:
             z = torch.tanh(F.linear(z, W, b))
             inputs.append(z)
         W, b = layers[-1]
-        return x + (self.dt * self.out_scale) * F.linear(z, W, b), inputs
+        return x + (self.dt * out_scale) * F.linear(z, W, b), inputs
 
     def _reverse(self, inputs: list[Tensor], G: Tensor, state: bool) -> tuple[list[Tensor], Tensor | None]:
         r"""Backpropagate covectors ``G`` of shape ``(..., k, dim)`` (rows) from the output.
@@ -236,12 +246,13 @@ class NeuralMap(Map):
         n_{l+1})``, the first :math:`g_L = \Delta t\, c \odot G`) and, if ``state``, the state
         part :math:`Df^\top G - G = (W_0^\top g_0) \oslash s` (else ``None``)."""
         layers = self._layers()
-        g = G * (self.dt * self.out_scale)
+        _, scale, out_scale = self._scales()
+        g = G * (self.dt * out_scale)
         cotangents: list[Tensor] = [g] * len(layers)
         for l in range(len(layers) - 1, 0, -1):
             g = (g @ layers[l][0]) * (1 - inputs[l] ** 2).unsqueeze(-2)
             cotangents[l - 1] = g
-        return cotangents, (g @ layers[0][0]) / self.in_scale if state else None
+        return cotangents, (g @ layers[0][0]) / scale if state else None
 
     def _gradients(self, inputs: list[Tensor], cotangents: list[Tensor], keep: int) -> dict[str, Tensor]:
         r""":math:`\sum g_l z_l^\top` and :math:`\sum g_l` over the members after the first
@@ -265,16 +276,23 @@ class NeuralMap(Map):
     def _step_jvp(self, x: Tensor, V: Tensor, n: int) -> tuple[Tensor, Tensor]:
         r"""(:math:`f(x)`, :math:`Df(x)\,V`) sharing one forward pass; the tangent pass runs from the input
         layer, one matrix product per layer for all members and columns."""
-        y, inputs = self._forward(x)
-        T = V.mT / self.in_scale  # rows (..., k, dim): each layer is one matrix product
         layers = self._layers()
+        y, inputs = self._forward(x, layers)
+        _, scale, out_scale = self._scales()
+        T = V.mT / scale  # rows (..., k, dim): each layer is one matrix product
         for l, (W, _) in enumerate(layers[:-1]):
             T = (T @ W.mT) * (1 - inputs[l + 1] ** 2).unsqueeze(-2)
-        T = (T @ layers[-1][0].mT) * (self.dt * self.out_scale)
+        T = (T @ layers[-1][0].mT) * (self.dt * out_scale)
         return y, V + T.mT
 
     def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
         return self._step_jvp(x, V, n)[1]
+
+    def _call_with(self, params: Mapping[str, Tensor], x: Tensor, n: int) -> Tensor:
+        """:meth:`step` with the parameters named in ``params`` in place of the map's own: the
+        same operations on the given tensors, without the swapping of the module's tables by
+        :func:`torch.func.functional_call` (a tenth of an iteration of :func:`~chaosgrad.learning.fit_one_step`)."""
+        return self._forward(x, self._layers(params))[0]
 
     def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
         r""":math:`Df(x)^\top W` for columns ``W`` ``(..., dim, k)``: one forward pass, one reverse pass."""
