@@ -322,13 +322,14 @@ class TrainingLoss:
         S = Z * (1 - Z)
         G2 = (Y - T) / k
         D = G2 @ W2.T
+        DZ = D * (1 - 2 * Z)  # the factor of dZ in dG1, the same for every v
 
         def product(v: Tensor) -> Tensor:
             V1, c1, V2, c2 = self.net.unflatten(v)
             dZ = S * (X @ V1 + c1)
             dA2 = dZ @ W2 + Z @ V2 + c2
             dG2 = Y * (dA2 - (Y * dA2).sum(-1, keepdim=True)) / k
-            dG1 = (dG2 @ W2.T + G2 @ V2.T) * S + D * (1 - 2 * Z) * dZ
+            dG1 = (dG2 @ W2.T + G2 @ V2.T) * S + DZ * dZ
             return torch.cat([(X.T @ dG1).flatten(), dG1.sum(0), (dZ.T @ G2 + Z.T @ dG2).flatten(), dG2.sum(0)])
 
         return product
@@ -369,11 +370,12 @@ class TrainingLoss:
         G2 = (Y - T) / k
         D = G2 @ W2.T
         G1s, tails = [D * S], []
+        DZ = D * (1 - 2 * Z) if parts else None  # the factor of dZ in dG1, the same for every direction
         for j, (_, c1, V2, c2) in enumerate(parts):
             dZ = S * (A[:, n1 * (j + 1) : n1 * (j + 2)] + c1)
             dA2 = dZ @ W2 + Z @ V2 + c2
             dG2 = Y * (dA2 - (Y * dA2).sum(-1, keepdim=True)) / k
-            G1s.append((dG2 @ W2.T + G2 @ V2.T) * S + D * (1 - 2 * Z) * dZ)
+            G1s.append((dG2 @ W2.T + G2 @ V2.T) * S + DZ * dZ)
             tails.append(((dZ.T @ G2 + Z.T @ dG2).flatten(), dG2.sum(0)))
         B = X.T @ torch.cat(G1s, dim=1)  # and one back
         columns = [torch.cat([B[:, n1 * i : n1 * (i + 1)].flatten(), G.sum(0), *rest])
