@@ -96,6 +96,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -197,8 +198,13 @@ class ResponseResult:
     def _unstable_segments(self, window: int, taper: int) -> Tensor:
         window, taper = _check_window(window, taper, self.warmup)
         N = self.divergence.shape[0]
-        psi = _windowed(self.observable, window, self.warmup, N, taper)
+        psi = _windowed(self._sums, window, self.warmup, N, taper)
         return _unstable_per_segment(self.divergence, psi, self.shadowing_segments.shape[0])
+
+    @cached_property
+    def _sums(self) -> tuple[Tensor, Tensor]:
+        """The cumulative sums of the centred observable behind every window (computed once)."""
+        return _cumulative(self.observable, self.warmup, self.divergence.shape[0])
 
 
 def log_expansion_gradients(map: Map, x: Tensor, E: Tensor, W: Tensor, n: int,
@@ -341,19 +347,26 @@ def _neutral_target(map: Map, x: Tensor, e: Tensor, w: Tensor) -> Tensor:
     return -torch.diagonal(eps.mT @ DFe, dim1=-2, dim2=-1).sum(-1)
 
 
-def _windowed(phi: Tensor, window: int, first: int, N: int, taper: int = 0) -> Tensor:
+def _cumulative(phi: Tensor, first: int, N: int) -> tuple[Tensor, Tensor]:
+    r"""``cums[k]``, the sum of the first ``k`` values of :math:`\Phi - \bar\Phi` along the
+    stored orbit (:math:`\bar\Phi` the mean over the run, ``phi[first + n]`` for n = 1..N),
+    and ``twice[k]``, the sum of the first ``k`` of those."""
+    centred = phi - phi[first + 1:first + N + 1].mean(0)
+    cums = torch.cat([torch.zeros_like(centred[:1]), torch.cumsum(centred, 0)])
+    return cums, torch.cat([torch.zeros_like(cums[:1]), torch.cumsum(cums, 0)])
+
+
+def _windowed(sums: tuple[Tensor, Tensor], window: int, first: int, N: int, taper: int = 0) -> Tensor:
     r""":math:`\psi_n = \sum_{|m|\le W}(\Phi(x_{n+m}) - \bar\Phi)` for run indices n = 0..N,
-    where ``phi[first + n]`` is :math:`\Phi(x_n)` and :math:`\bar\Phi` the mean over n = 1..N;
+    from the :func:`_cumulative` sums of :math:`\Phi` (``phi[first + n]`` is :math:`\Phi(x_n)`);
     with a ``taper`` T, the mean of these sums over the windows :math:`W - T, \dots, W` (weights
     falling linearly to zero over the last T lags)."""
-    centred = phi - phi[first + 1:first + N + 1].mean(0)
-    cums = torch.cat([torch.zeros_like(centred[:1]), torch.cumsum(centred, 0)])  # cums[k] = sum_{i<k}
+    cums, twice = sums
     p = torch.arange(first, first + N + 1)  # phi index of run index n
     if not taper:
         return cums[p + window + 1] - cums[p - window]
     # the mean over w = a..b of cums[p + w + 1] - cums[p - w], by a second cumulative sum
     a, b = window - taper, window
-    twice = torch.cat([torch.zeros_like(cums[:1]), torch.cumsum(cums, 0)])  # twice[k] = sum_{i<k} cums[i]
     ahead = twice[p + b + 2] - twice[p + a + 1]
     behind = twice[p - a + 1] - twice[p - b]
     return (ahead - behind) / (taper + 1)
@@ -486,7 +499,7 @@ def linear_response(
     full = map.trajectory(x, warmup + N + warmup, n0, progress)
     orbit, phi, sources, mean_phi = _forward_run(map, full[warmup], observable, 0, N, start, False)
     phi_all = check_finite(observable(full).detach(), "observable", step=None)
-    psi = _windowed(phi_all, window, warmup, N, taper)  # psi[n] for run index n = 0..N
+    psi = _windowed(_cumulative(phi_all, warmup, N), window, warmup, N, taper)  # psi[n], n = 0..N
     M = _pilot(map, orbit[0], N, start, seed, _flow(map)) if n_unstable is None else int(n_unstable)
     if M < 1:
         raise ValueError("the attractor has no positive exponent (M = 0): the response is backpropagation's, "

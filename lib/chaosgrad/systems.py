@@ -426,7 +426,9 @@ class ModifiedSolenoid(Map):
     :math:`x_0` contracts by 0.05 (one stable direction): a uniformly hyperbolic attractor
     whose unstable directions, and whose physical measure along them, depend on both
     parameters, so the unstable contribution to the response does not vanish. The observable
-    of the papers is :math:`\Phi = x_0^3 + 0.005\sum_i(x_i - \pi)^2`.
+    of the papers is :math:`\Phi = x_0^3 + 0.005\sum_i(x_i - \pi)^2`. Closed-form
+    ``jvp``/``vjp``: the Jacobian is an arrowhead matrix, a diagonal with a first row and column
+    (:meth:`_diagonal`).
 
     Parameters
     ----------
@@ -454,6 +456,24 @@ class ModifiedSolenoid(Map):
         y0 = 0.05 * x0 + 0.1 * torch.cos(5 * xi).sum(-1, keepdim=True) + self.gamma0
         yi = torch.remainder(2 * xi + self.gamma1 * (1 + x0) * torch.sin(2 * xi), 2 * math.pi)
         return torch.cat((y0, yi), -1)
+
+    def _diagonal(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The Jacobian's pieces at ``x``, each ``(..., m, 1)``: the row :math:`\partial x_0'/\partial x_i
+        = -0.5\sin 5x_i`, the column :math:`\partial x_i'/\partial x_0 = \gamma_1\sin 2x_i` and the
+        diagonal :math:`\partial x_i'/\partial x_i = 2 + 2\gamma_1(1 + x_0)\cos 2x_i`."""
+        x0, xi = x[..., :1, None], x[..., 1:, None]
+        return (-0.5 * torch.sin(5 * xi), self.gamma1 * torch.sin(2 * xi),
+                2 + 2 * self.gamma1 * (1 + x0) * torch.cos(2 * xi))
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        row, column, diagonal = self._diagonal(x)
+        v0, vi = V[..., :1, :], V[..., 1:, :]
+        return torch.cat((0.05 * v0 + (row * vi).sum(-2, keepdim=True), column * v0 + diagonal * vi), -2)
+
+    def _vjp(self, x: Tensor, W: Tensor, n: int) -> Tensor:
+        row, column, diagonal = self._diagonal(x)
+        w0, wi = W[..., :1, :], W[..., 1:, :]
+        return torch.cat((0.05 * w0 + (column * wi).sum(-2, keepdim=True), row * w0 + diagonal * wi), -2)
 
     @staticmethod
     def observable(x: Tensor) -> Tensor:
