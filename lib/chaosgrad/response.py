@@ -108,13 +108,13 @@ from .progress import progress_range
 from .shadowing import (
     _backward_sweep,
     _flow,
-    _forward_run,
+    _observed,
     _least_squares,
     _pilot,
     shadowing_least_squares,
 )
 from .tangent import random_basis, renormalise
-from .validation import check_finite, check_whole, warn_few_samples
+from .validation import check_finite, check_whole, evaluate_observable, warn_few_samples
 
 __all__ = ["ResponseResult", "linear_response", "log_expansion_gradients"]
 
@@ -497,8 +497,9 @@ def linear_response(
     # the orbit from x0 through the warm-up, the run, and as many steps after it again (for
     # the window, and for the adjoint frames to align before they reach the run)
     full = map.trajectory(x, warmup + N + warmup, n0, progress)
-    orbit, phi, sources, mean_phi = _forward_run(map, full[warmup], observable, 0, N, start, False)
-    phi_all = check_finite(observable(full).detach(), "observable", step=None)
+    orbit = full[warmup:warmup + N + 1]  # x_0 .. x_N of the run
+    phi, sources, mean_phi = _observed(observable, orbit, N)
+    phi_all = check_finite(evaluate_observable(observable, full, "linear_response").detach(), "observable", step=None)
     psi = _windowed(_cumulative(phi_all, warmup, N), window, warmup, N, taper)  # psi[n], n = 0..N
     M = _pilot(map, orbit[0], N, start, seed, _flow(map)) if n_unstable is None else int(n_unstable)
     if M < 1:

@@ -307,6 +307,11 @@ def _forward_run(map: Map, x: Tensor, observable: Observable, warmup: int, N: in
         :math:`\nabla\Phi(x_n)/N`, used for n = 1..N; ``mean_phi`` each member's average.
     """
     orbit = map.trajectory(x, warmup + N, n0, progress)[warmup:]  # x_0 .. x_N of the run
+    return (orbit, *_observed(observable, orbit, N))
+
+
+def _observed(observable: Observable, orbit: Tensor, N: int) -> tuple[Tensor, Tensor, Tensor]:
+    r"""``(phi, sources, mean_phi)`` of :func:`_forward_run` along a stored ``orbit`` of the run."""
     with torch.enable_grad():
         states = orbit.detach().requires_grad_(True)
         phi = evaluate_observable(observable, states, "nilsas")
@@ -315,7 +320,7 @@ def _forward_run(map: Map, x: Tensor, observable: Observable, warmup: int, N: in
     phi = check_finite(phi.detach(), "observable", step=None)
     sources = sources / N  # sources[n] = grad Phi(x_n) / N, used for n = 1..N
     mean_phi = phi[1:].mean(0)  # (...,): the average of each member
-    return orbit, phi, sources, mean_phi
+    return phi, sources, mean_phi
 
 
 def _pilot(map: Map, x0: Tensor, N: int, start: int, seed: int, flow: bool) -> int:
