@@ -150,9 +150,10 @@ class _Stacked:
         first = models[0]
         self.models, self.phi, self.residual, self.depth = list(models), first.phi, first.residual, len(first.hidden)
         self.batchnorm = any(isinstance(n, nn.BatchNorm1d) for n in first.norms)
-        self.params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]).requires_grad_(True)
-                       for k, _ in first.named_parameters()}
-        self.buffers = {k: torch.stack([dict(m.named_buffers())[k] for m in models]).clone() for k, _ in first.named_buffers()}
+        params = [dict(m.named_parameters()) for m in models]  # once per model, not once per tensor
+        buffers = [dict(m.named_buffers()) for m in models]
+        self.params = {k: torch.stack([p[k].detach() for p in params]).requires_grad_(True) for k in params[0]}
+        self.buffers = {k: torch.stack([b[k] for b in buffers]).clone() for k in buffers[0]}
 
     def _linear(self, h: Tensor, name: str) -> Tensor:
         return torch.baddbmm(self.params[f"{name}.bias"].unsqueeze(1), h, self.params[f"{name}.weight"].mT)

@@ -306,6 +306,16 @@ class TrainingLoss:
             raise ValueError(f"X must be (k, {net.sizes[0]}) and T (k, {net.sizes[2]}); got {tuple(X.shape)} and "
                              f"{tuple(T.shape)}")
         self.net, self.X, self.T = net, X, T
+        # inputs that are zero in every sample (MNIST's border pixels) add exact zeros to every
+        # product with X and get exactly zero gradient rows: the products skip them
+        self._used = torch.nonzero(X.ne(0).any(0)).flatten()
+        self._X_used = X[:, self._used].contiguous()
+
+    def _times_data_T(self, G: Tensor) -> Tensor:
+        r""":math:`X^\top G`, the rows of unused inputs exactly zero, from the used columns alone."""
+        out = G.new_zeros(self.X.shape[1], G.shape[1])
+        out[self._used] = self._X_used.T @ G
+        return out
 
     def __repr__(self) -> str:
         return f"TrainingLoss({self.net!r}, k={self.X.shape[0]})"
@@ -315,9 +325,9 @@ class TrainingLoss:
 
     def hessian_operator(self, theta: Tensor) -> Callable[[Tensor], Tensor]:
         """:math:`v \\mapsto \\nabla^2 L(\\theta)\\,v` for vectors ``v`` of shape ``(d,)``."""
-        X, T, k = self.X, self.T, self.X.shape[0]
+        X, T, k, used = self._X_used, self.T, self.X.shape[0], self._used
         W1, b1, W2, b2 = self.net.unflatten(theta.detach())
-        Z = torch.sigmoid(X @ W1 + b1)
+        Z = torch.sigmoid(X @ W1[used] + b1)
         Y = torch.softmax(Z @ W2 + b2, dim=-1)
         S = Z * (1 - Z)
         G2 = (Y - T) / k
@@ -326,11 +336,12 @@ class TrainingLoss:
 
         def product(v: Tensor) -> Tensor:
             V1, c1, V2, c2 = self.net.unflatten(v)
-            dZ = S * (X @ V1 + c1)
+            dZ = S * (X @ V1[used] + c1)
             dA2 = dZ @ W2 + Z @ V2 + c2
             dG2 = Y * (dA2 - (Y * dA2).sum(-1, keepdim=True)) / k
             dG1 = (dG2 @ W2.T + G2 @ V2.T) * S + DZ * dZ
-            return torch.cat([(X.T @ dG1).flatten(), dG1.sum(0), (dZ.T @ G2 + Z.T @ dG2).flatten(), dG2.sum(0)])
+            return torch.cat([self._times_data_T(dG1).flatten(), dG1.sum(0), (dZ.T @ G2 + Z.T @ dG2).flatten(),
+                              dG2.sum(0)])
 
         return product
 
@@ -359,11 +370,11 @@ class TrainingLoss:
         if theta.shape != (d,) or V.ndim != 2 or V.shape[0] != d:
             raise ValueError(f"theta must have shape ({d},) and V shape ({d}, k); got {tuple(theta.shape)} and "
                              f"{tuple(V.shape)}")
-        X, T, k = self.X, self.T, self.X.shape[0]
+        X, T, k, used = self._X_used, self.T, self.X.shape[0], self._used
         n0, n1, n2 = self.net.sizes
         W1, b1, W2, b2 = self.net.unflatten(theta)
         parts = [self.net.unflatten(v) for v in V.T]
-        A = X @ torch.cat([W1, *[p[0] for p in parts]], dim=1)  # one product for all directions
+        A = X @ torch.cat([W1, *[p[0] for p in parts]], dim=1)[used]  # one product for all directions
         Z = torch.sigmoid(A[:, :n1] + b1)
         Y = torch.softmax(Z @ W2 + b2, dim=-1)
         S = Z * (1 - Z)
@@ -377,7 +388,7 @@ class TrainingLoss:
             dG2 = Y * (dA2 - (Y * dA2).sum(-1, keepdim=True)) / k
             G1s.append((dG2 @ W2.T + G2 @ V2.T) * S + DZ * dZ)
             tails.append(((dZ.T @ G2 + Z.T @ dG2).flatten(), dG2.sum(0)))
-        B = X.T @ torch.cat(G1s, dim=1)  # and one back
+        B = self._times_data_T(torch.cat(G1s, dim=1))  # and one back
         columns = [torch.cat([B[:, n1 * i : n1 * (i + 1)].flatten(), G.sum(0), *rest])
                    for i, (G, rest) in enumerate(zip(G1s, [((Z.T @ G2).flatten(), G2.sum(0)), *tails]))]
         value = -(T * torch.log(Y)).sum(-1).mean()
