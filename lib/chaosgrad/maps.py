@@ -66,6 +66,8 @@ class Map(torch.nn.Module):
                                                   parameter, both ``(..., dim)``
     ``param_jvp(x, dgamma, n)``                   :math:`\sum_j \partial_{\gamma_j} f_n\,\delta\gamma_j`,
                                                   ``(..., dim)``
+    ``_log_expansion_gradients(x, E, W, n,        gradients of :math:`\log|\det(W^\top Df_n E)|`
+    names)``                                      (:func:`~chaosgrad.response.log_expansion_gradients`)
     ============================================  ==============================================
 
     Only ``step`` is required; the defaults differentiate it (``_jvp``, ``_vjp`` and
@@ -299,6 +301,14 @@ class Map(torch.nn.Module):
             state = forward_ad.make_dual(x.detach(), torch.zeros_like(x))
             y, tangent = forward_ad.unpack_dual(self._call_with(duals, state, n))
         return y, torch.zeros_like(y) if tangent is None else tangent
+
+    def _log_expansion_gradients(self, x: Tensor, E: Tensor, W: Tensor, n: int,
+                                 names: list[str]) -> tuple[Tensor, Tensor] | None:
+        r"""Closed-form gradients of :math:`\log|\det(W^\top D_xf_n(x)E)|` with respect to the
+        state and the named scalar parameters (see
+        :func:`~chaosgrad.response.log_expansion_gradients`, which calls this first); ``None``
+        (the default) lets :mod:`torch.func` differentiate :meth:`step` twice instead."""
+        return None
 
     def param_vjp(self, x: Tensor, w: Tensor, n: int = 0, keep: int | None = None) -> dict[str, Tensor]:
         r"""Gradients :math:`(\partial f_n/\partial\gamma)^\top w` for every parameter, per

@@ -475,6 +475,31 @@ class ModifiedSolenoid(Map):
         w0, wi = W[..., :1, :], W[..., 1:, :]
         return torch.cat((0.05 * w0 + (column * wi).sum(-2, keepdim=True), row * w0 + diagonal * wi), -2)
 
+    def _log_expansion_gradients(self, x: Tensor, E: Tensor, W: Tensor, n: int,
+                                 names: list[str]) -> tuple[Tensor, Tensor]:
+        r"""Closed form of :func:`~chaosgrad.response.log_expansion_gradients`: with
+        :math:`B = E(W^\top Df\,E)^{-1}W^\top`, :math:`\partial\log|\det(W^\top Df\,E)| =
+        \operatorname{tr}(B\,\partial Df) = \sum_{ij}B_{ji}\,\partial(Df)_{ij}`, and only the
+        arrowhead's entries vary: :math:`\partial_k` of the row entry :math:`-0.5\sin 5x_k` is
+        :math:`-2.5\cos 5x_k`, of the column entry :math:`\gamma_1\sin 2x_k` is
+        :math:`2\gamma_1\cos 2x_k`, of the diagonal entry :math:`-4\gamma_1(1 + x_0)\sin 2x_k`
+        (and :math:`\partial_0` of the diagonal :math:`2\gamma_1\cos 2x_k`); :math:`\partial_{\gamma_1}`
+        gives :math:`\sin 2x_k` and :math:`2(1 + x_0)\cos 2x_k`, :math:`\partial_{\gamma_0}` nothing."""
+        for name in names:
+            if name not in ("gamma0", "gamma1"):
+                raise unknown_parameter_error(self, name)
+        B = E @ torch.linalg.solve(W.mT @ self.jvp(x, E, n), W.mT)
+        b_row, b_column = B[..., 1:, 0], B[..., 0, 1:]  # pair with the row and the column entries
+        b_diagonal = torch.diagonal(B[..., 1:, 1:], dim1=-2, dim2=-1)
+        x0, xi = x[..., :1], x[..., 1:]
+        sin2, cos2 = torch.sin(2 * xi), torch.cos(2 * xi)
+        g1 = self.gamma1.detach()
+        gk = b_row * (-2.5 * torch.cos(5 * xi)) + b_column * (2 * g1 * cos2) - b_diagonal * (4 * g1 * (1 + x0) * sin2)
+        gx = torch.cat(((b_diagonal * 2 * g1 * cos2).sum(-1, keepdim=True), gk), -1)
+        d1 = (b_column * sin2 + b_diagonal * 2 * (1 + x0) * cos2).sum(-1)
+        grads = [d1 if name == "gamma1" else torch.zeros_like(d1) for name in names]
+        return gx, torch.stack(grads, -1) if grads else gx[..., :0]
+
     @staticmethod
     def observable(x: Tensor) -> Tensor:
         r""":math:`\Phi = x_0^3 + 0.005\sum_i(x_i - \pi)^2`."""
