@@ -19,6 +19,7 @@ from chaosgrad.networks import PreactivationNetwork, RandomNetwork
 from chaosgrad.systems import (
     Affine,
     ConjugateCat,
+    ExpandingCircle,
     Henon,
     Logistic,
     Lorenz63,
@@ -50,6 +51,8 @@ def states(system: chaosgrad.Map, shape=(5,)) -> torch.Tensor:
     if isinstance(system, Tent):  # away from the kinks at 0 and 1/2, in both halves
         u = 0.05 + 0.4 * torch.rand(*shape, 1, generator=g, dtype=torch.float64)
         return u + 0.5 * (torch.rand(*shape, 1, generator=g) < 0.5)
+    if isinstance(system, ExpandingCircle):  # 2x + 0.1 + 0.1 sin 2 pi x stays inside (0, 1): no seam
+        return 0.05 + 0.35 * torch.rand(*shape, 1, generator=g, dtype=torch.float64)
     if isinstance(system, (PerturbedCat, ConjugateCat)):  # away from the seams of the torus, where mod 1 jumps
         return 0.2 + 0.6 * torch.rand(*shape, 2, generator=g, dtype=torch.float64)
     if isinstance(system, ModifiedSolenoid):  # x_i away from the seams 0 and pi of 2 x_i mod 2 pi
@@ -74,6 +77,7 @@ SYSTEMS = {
     "conjugate-cat": lambda: ConjugateCat(0.05),
     "modified-solenoid": lambda: ModifiedSolenoid(0.1, 0.1, m=4),
     "tent": lambda: Tent(0.8),
+    "expanding-circle": lambda: ExpandingCircle(0.1, 0.1),
     "preactivation-network": lambda: PreactivationNetwork(5, depth=10, sigma_w2=3.0, bias=0.2),
     "neural-map": lambda: NeuralMap(3, widths=(8, 6), dt=0.1, seed=2, output_gain=1.0),
 }

@@ -57,13 +57,14 @@ __all__ = ["FitHistory", "fit_average", "fit_objective_gradient", "kernel_deriva
 Observable = Callable[[Tensor], Tensor]
 
 
-def _check(noisy: Noisy, x0: Tensor, T: int, parameter: str | Sequence[str] | None, warmup: int) -> Tensor:
+def _check(noisy: Noisy, x0: Tensor, T: int, parameter: str | Sequence[str] | None, warmup: int,
+           method: str = "kernel differentiation") -> Tensor:
     """Check the arguments every estimator shares; a name must be a scalar parameter, while
     ``None`` or a list (the all-parameter estimators) is checked by
     :func:`~chaosgrad.gradients.parameter_names`. Parameters that do not reach the map's
     output are warned about (:func:`~chaosgrad.validation.warn_constant_parameters`)."""
     if not isinstance(noisy, Noisy):
-        raise TypeError(f"kernel differentiation needs a chaosgrad.systems.Noisy map (additive noise); got {type(noisy).__name__}")
+        raise TypeError(f"{method} needs a chaosgrad.systems.Noisy map (additive noise); got {type(noisy).__name__}")
     names = [check_scalar_parameter(noisy.map, parameter)] if isinstance(parameter, str) else \
         parameter_names(noisy.map, parameter)
     check_whole(T, "T", 1)
@@ -322,7 +323,19 @@ def kernel_derivative(
             x = check_finite(y + sigma * noisy.kick(xi), "state", step=n + 1)
             if average or window is not None or n + 1 == total:  # Phi only where it is used
                 values.append(_observe(observable, x, n + 1))
-    s, phi = torch.cat(scores), torch.stack(values)  # (total, ...) or (1, ...)
+    return _from_scores(torch.cat(scores), torch.stack(values), warmup, average, window, errors, blocks)
+
+
+def _from_scores(s: Tensor, phi: Tensor, warmup: int, average: bool, window: int | None, errors: str,
+                 blocks: int) -> Estimate:
+    r"""The estimate from per-step scores ``s`` (``(total, ...)``: step :math:`n`'s, whose
+    perturbation first reaches :math:`x_{n+1}`) and the observed values ``phi``
+    (:math:`\Phi(x_1), .., \Phi(x_{total})` where ``average`` or ``window`` is set, else
+    :math:`\Phi(x_{total})` alone): :math:`\mathbb E[(\Phi - \bar\Phi)\sum_n s_n]` over the pairs
+    that each mode keeps (see :func:`kernel_derivative`). Shared by the kernel and the
+    divergence estimators (:func:`~chaosgrad.divergence.divergence_derivative`), which differ
+    only in their scores."""
+    total = s.shape[0]
     cumulative = torch.cumsum(s, 0)  # cumulative[m - 1] = S_m = sum_{n < m} s_n
     if window is None:
         factor = _unbias(phi[-1].numel())

@@ -27,8 +27,8 @@ from torch import Tensor
 from .maps import Map, parameter
 from .validation import check_positive, unknown_parameter_error
 
-__all__ = ["Affine", "ConjugateCat", "Henon", "Logistic", "Lorenz63", "ModifiedSolenoid", "Noisy", "PerturbedCat",
-           "Tent"]
+__all__ = ["Affine", "ConjugateCat", "ExpandingCircle", "Henon", "Logistic", "Lorenz63", "ModifiedSolenoid", "Noisy",
+           "PerturbedCat", "Tent"]
 
 
 class Affine(Map):
@@ -413,6 +413,59 @@ class ConjugateCat(Map):
     def step(self, x: Tensor, n: int = 0) -> Tensor:
         y = self._cat(x)
         return torch.remainder(y + self.gamma * (self._cat(self._g(x)) - self._g(y)), 1.0)
+
+
+class ExpandingCircle(Map):
+    r"""A smooth expanding map of the circle :math:`\mathbb R/\mathbb Z` (a perturbed doubling map):
+
+    .. math::  f(x) = 2x + \gamma + \varepsilon\sin 2\pi x \bmod 1, \qquad
+               f'(x) = 2 + 2\pi\varepsilon\cos 2\pi x .
+
+    For :math:`2\pi|\varepsilon| < 1` it is uniformly expanding (:math:`f' \ge 2 - 2\pi|\varepsilon| > 1`),
+    a local diffeomorphism of degree 2, and its physical measure has a smooth density, with or
+    without additive noise (:class:`Noisy`): the case where the divergence (transfer-operator)
+    form of the linear response needs no kernel at all
+    (:func:`~chaosgrad.divergence.divergence_derivative`). The identity it satisfies: for
+    :math:`\varepsilon = 0` Lebesgue measure is invariant for every :math:`\gamma` (a doubling
+    followed by a rotation), with or without Gaussian noise (a convolution keeps the uniform
+    density), so every stationary average has :math:`d\langle\Phi\rangle/d\gamma = 0` exactly.
+    Closed-form ``jvp`` and parameter derivatives (:math:`\partial_\gamma f = 1`,
+    :math:`\partial_\varepsilon f = \sin 2\pi x`).
+
+    Parameters
+    ----------
+    gamma : float
+        The rotation :math:`\gamma`.
+    eps : float
+        The strength :math:`\varepsilon` of the nonlinearity; :math:`|\varepsilon| < 1/2\pi`.
+
+    Raises
+    ------
+    ValueError
+        If :math:`2\pi|\varepsilon| \ge 1` (the map would not be expanding everywhere).
+    """
+
+    autonomous = True
+    dim = 1
+
+    def __init__(self, gamma: float = 0.0, eps: float = 0.1) -> None:
+        super().__init__()
+        if not abs(float(eps)) < 1 / (2 * math.pi):
+            raise ValueError(f"ExpandingCircle needs |eps| < 1/(2 pi) = {1 / (2 * math.pi):.4f} to expand "
+                             f"everywhere (f' = 2 + 2 pi eps cos 2 pi x > 1); got eps = {float(eps):g}")
+        self.gamma = parameter(gamma)
+        self.eps = parameter(eps)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma.item():g}, eps={self.eps.item():g}"
+
+    def step(self, x: Tensor, n: int = 0) -> Tensor:
+        return torch.remainder(2 * x + self.gamma + self.eps * torch.sin(2 * math.pi * x), 1.0)
+
+    def _jvp(self, x: Tensor, V: Tensor, n: int) -> Tensor:
+        return (2 + 2 * math.pi * self.eps * torch.cos(2 * math.pi * x))[..., None] * V
+
+    _vjp = _jvp  # a 1 x 1 Jacobian is its own transpose
 
 
 class ModifiedSolenoid(Map):
