@@ -3,6 +3,8 @@ stored outputs, without executing anything, and the rendered pages carry what th
 
 from __future__ import annotations
 
+import html as html_text
+import json
 import re
 import shutil
 import subprocess
@@ -107,6 +109,11 @@ def test_references_are_labelled_author_year_with_arxiv_links(html):
     for key in sorted(cited):
         if eprint := re.search(r"eprint\s*=\s*\{([^}]+)\}", entries[key]):
             assert f'href="https://arxiv.org/abs/{eprint[1]}"' in refs, f"{key}: no link to arXiv {eprint[1]}"
+    # the text cites by the list's labels: two works of one author and year are told apart
+    cites = {text for path in (html / "book").glob("ch*.html")
+             for text in re.findall(r'href="references\.html#[^"]+"[^>]*>([^<]+)</a>', path.read_text(encoding="utf-8"))}
+    assert cites and cites <= set(labels), f"citations not labelled as in the list: {sorted(cites - set(labels))[:10]}"
+    assert "Ni 2025a" in labels and "Ni 2025b" in labels, labels
 
 
 def chromium() -> str | None:
@@ -143,3 +150,71 @@ def test_mathjax_renders_every_formula_in_a_headless_browser(html, tmp_path):
         typeset += dom.count("<mjx-container")
     assert not problems, "\n".join(problems)
     assert typeset > 100, f"only {typeset} formulas were typeset in the whole book"
+
+
+def visible_text(page_html: str) -> str:
+    """The text a reader sees on a page, outside code: without scripts, styles, code blocks
+    (source and printed output) and tags, entities decoded."""
+    text = re.sub(r"<(script|style|pre|code)\b.*?</\1>", " ", page_html, flags=re.S)
+    return html_text.unescape(re.sub(r"<[^>]+>", " ", text))
+
+
+def test_no_raw_dollar_signs_in_the_rendered_text(html):
+    """A formula that the Markdown parser did not take as mathematics (in a figure caption set
+    in cell metadata, in a table's row label) reaches the reader as '$v_1$'. Mathematics is
+    rendered from \\( \\) delimiters, so no '$' may remain in any page's text outside code."""
+    found = []
+    for path in sorted((html / "book").glob("*.html")):
+        text = visible_text(path.read_text(encoding="utf-8"))
+        found += [f"{path.name}: {' '.join(text[max(0, m.start() - 60):m.start() + 40].split())!r}"
+                  for m in re.finditer(r"\$", text)]
+    assert not found, "raw dollar signs (unrendered TeX) in the text:\n" + "\n".join(found[:20])
+
+
+#: Injected into a copy of a page: once it has loaded, the rendered size of every figure and
+#: whether any table cell holding an estimate runs over more than one line, as JSON in the DOM.
+MEASURE = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const figures = [...document.querySelectorAll("img")].filter(i => i.naturalWidth > 0 && i.offsetWidth > 0)
+    .map(i => { const r = i.getBoundingClientRect();
+                return [i.getAttribute("src"), i.naturalWidth / i.naturalHeight, r.width / r.height]; });
+  const broken = [...document.querySelectorAll("table td, table th")].filter(c => c.textContent.includes("\u00b1"))
+    .filter(c => { const range = document.createRange(); range.selectNodeContents(c);
+                   const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+                   return tops.size > 1; })
+    .map(c => c.textContent.trim());
+  const out = document.createElement("pre"); out.id = "measured";
+  out.textContent = JSON.stringify({figures, broken}); document.body.appendChild(out);
+}, 500));
+</script>"""
+
+
+@pytest.mark.skipif(chromium() is None, reason="no Chromium on PATH: install Debian's 'chromium' package "
+                    "(apt-get install chromium) to measure the rendered figures and tables")
+@pytest.mark.parametrize("width", [1400, 1024])
+def test_figures_keep_their_aspect_ratio_and_estimates_stay_on_one_line(html, tmp_path, width):
+    """At window widths of 1400 and 1024 px, every figure is shown with the aspect ratio of its
+    PNG (within 2%: the stored width and height attributes must not squash it when the page is
+    narrower than the figure), and no table cell breaks an estimate "value \u00b1 error" over lines."""
+    problems, measured, stored = [], 0, 0
+    for path in sorted((html / "book").glob("*.html")):
+        source = path.read_text(encoding="utf-8")
+        stored += len(re.findall(r"<img[^>]+\.png", source))
+        if "<img" not in source and "\u00b1" not in source:
+            continue
+        probe = path.with_name(f"_measure_{path.name}")
+        probe.write_text(source.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+        cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},900", "--virtual-time-budget=20000",
+               "--dump-dom", probe.as_uri()]
+        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+        probe.unlink()
+        found = re.search(r'<pre id="measured">(.*?)</pre>', dom, flags=re.S)
+        assert found, f"the measuring script did not run on {path.name}"
+        result = json.loads(html_text.unescape(found[1]))
+        measured += len(result["figures"])
+        problems += [f"{path.name}: {src} shown at {shown:.2f}:1, stored {stored:.2f}:1"
+                     for src, stored, shown in result["figures"] if abs(shown / stored - 1) > 0.02]
+        problems += [f"{path.name}: estimate broken over lines: {text!r}" for text in result["broken"]]
+    assert not problems, f"at {width} px:\n" + "\n".join(problems[:20])
+    assert measured == stored > 30, f"{measured} of the {stored} figures were measured"
