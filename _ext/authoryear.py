@@ -1,10 +1,12 @@
 """Author–year labels for the bibliography, matching the author–year citations in the text.
 
-sphinxcontrib-bibtex cites in author–year form (``bibtex_reference_style: author_year``),
-but pybtex's standard styles label the reference list ``[1]`` or ``[Ose68]``. This Sphinx
+pybtex's standard styles label the reference list ``[1]`` or ``[Ose68]``. This Sphinx
 extension registers the pybtex style ``authoryear``: the ``unsrt`` formatting (which links
-``doi`` and arXiv ``eprint`` fields), entries sorted by author and year, each labelled as it
-is cited, e.g. ``Oseledets 1968``, ``Ni and Talnikar 2019``, ``Poole et al. 2016``.
+``doi`` and arXiv ``eprint`` fields), entries sorted by the name they are cited by and the
+year, each labelled ``Oseledets 1968``, ``Ni and Talnikar 2019``, ``Poole et al. 2016``, and
+two works of one author and year ``Ni 2025a``, ``Ni 2025b``. The text cites by the same label
+(``bibtex_reference_style: label``), so a citation reads ``[Ni 2025b]`` exactly as the list
+does; sphinxcontrib-bibtex's own author-year citations would print ``[Ni, 2025]`` for both.
 """
 
 from __future__ import annotations
@@ -49,9 +51,18 @@ class AuthorYearLabelStyle(BaseLabelStyle):
                 yield label + "abcdefghijklmnopqrstuvwxyz"[seen[label] - 1]
 
 
+class AuthorYearSortingStyle(SortingStyle):
+    """By the name the label shows: a work with no author (a collaboration, an organisation)
+    sorts under the name it is cited by, not before every author."""
+
+    def sorting_key(self, entry):
+        author_key, year, title = super().sorting_key(entry)
+        return (author_key or author_year(entry).rsplit(" ", 1)[0].lower(), year, title)
+
+
 class AuthorYearStyle(UnsrtStyle):
     default_label_style = AuthorYearLabelStyle
-    default_sorting_style = SortingStyle
+    default_sorting_style = AuthorYearSortingStyle
 
 
 register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabelStyle)
