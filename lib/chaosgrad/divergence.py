@@ -3,7 +3,8 @@ with the score of the density carried along the path.
 
 Of the three basic ways to differentiate an average of a random dynamical system
 :cite:`ni2025ergodic` (last section), path perturbation differentiates the path
-(:func:`~chaosgrad.derivatives.tangent_derivative`, exploding on an unstable map), kernel
+(:func:`~chaosgrad.derivatives.backprop_derivative`, or
+:func:`~chaosgrad.kernel.path_kernel_derivative` with ``alpha = 0``; exploding on an unstable map), kernel
 differentiation the transition density (:func:`~chaosgrad.kernel.kernel_derivative`, a variance
 growing like :math:`1/\sigma^2`), and the divergence method the density of the state itself.
 For :math:`x_{n+1} = f(x_n;\gamma) + \sigma\xi_n` (:class:`~chaosgrad.systems.Noisy`) let
