@@ -39,11 +39,12 @@ pdf: $(STAMP)
 	$(MAKE) -C _build/latex all-pdf
 	@echo "PDF: _build/latex/chaosgrad-book.pdf"
 
-## slides: the defence deck (Beamer, XeLaTeX), _build/slides/defence-slides.pdf: each chapter's
-## key figure from `make figures` (exported first where missing) and its number read from the
-## stored outputs; `make slides DRAFT=1` uses the stored PNGs instead (seconds, no re-execution)
+## slides: the defence deck (Beamer, XeLaTeX), _build/slides/defence-slides.pdf with pdfpc notes; `make slides
+## LANG=zh`: the Chinese deck, defence-slides-zh.pdf. Numbers and charts are read from the stored outputs
+## (tools/build_slides.py); no notebook runs. (LANG names the deck's language only when it is `zh`: the
+## locale variable of the same name is reset for the build.)
 slides: $(STAMP)
-	$(BIN)/python tools/build_slides.py $(if $(DRAFT),--draft)
+	env LANG=C.UTF-8 $(BIN)/python tools/build_slides.py --lang $(if $(filter zh,$(LANG)),zh,en)
 
 ## test: unit tests, doctests, nbval over every notebook (twice: this CPU, another CPU's kernels), guards, strict book build
 ## (the two passes run side by side: most of a notebook's time is single-threaded Python; idle

@@ -1,18 +1,17 @@
-"""Build the defence slide deck: ``make slides``.
+"""Build the defence slide deck: ``make slides`` (English) and ``make slides LANG=zh`` (Chinese).
 
-A Beamer deck compiled by XeLaTeX (the toolchain of ``make pdf``) into
-``_build/slides/defence-slides.pdf``: a title, the question, one slide per chapter with the
-chapter's key figure and one sentence carrying its number, and the conclusions.
+A Beamer deck compiled by XeLaTeX into ``_build/slides/defence-slides.pdf`` (Chinese:
+``defence-slides-zh.pdf``), with speaker notes for pdfpc beside it (``.pdfpc``: open the PDF
+with ``pdfpc`` and the notes show on the presenter's screen). What the slides say, in both
+languages, is :data:`defence_deck.SLIDES`; their figures are :mod:`slide_charts`, redrawn for
+the slide.
 
 Nothing on a slide is retyped. Each number is read from the output that the chapter's
-notebook stores, by cell id and a pattern (:data:`NUMBERS`), so re-executing a chapter
-(``make rerun``) changes the deck; a number that cannot be found stops the build, naming the
-cell. Figures are the vector PDFs of ``make figures``
-(``_build/figures/<chapter>-<name>.pdf``); those missing or older than their notebook are
-exported first, which re-executes their notebooks. ``--draft`` takes the PNG each notebook
-stores instead: no re-execution, a deck in seconds, raster figures.
+notebook stores, by cell id and a pattern (:data:`NUMBERS`), and each chart is drawn from the
+tables those outputs print, so re-executing a chapter (``make rerun``) changes the deck and
+no notebook runs to build it; a number that cannot be found stops the build, naming the cell.
 
-Usage: ``python tools/build_slides.py [--draft] [--figures DIR] [--out DIR]``.
+Usage: ``python tools/build_slides.py [--lang en|zh] [--date TEXT] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -29,11 +28,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from export_figures import file_stem, needs_export  # noqa: E402
+import slide_charts  # noqa: E402
+from defence_deck import SLIDES, Slide  # noqa: E402
+from slide_charts import stored_text  # noqa: E402,F401  (also used by the tests)
 
-#: ``{name}`` in a slide's text, not a LaTeX group like ``\\begin{itemize}``
-PLACEHOLDER = re.compile(r"(?<![A-Za-z])\{(\w+)\}")
+#: ``{name}`` in a slide's text: a lower-case name in braces that do not follow a letter, a
+#: brace, ``^`` or ``_`` (so not a LaTeX group like ``\\begin{itemize}{ll}`` or ``^{T}``)
+PLACEHOLDER = re.compile(r"(?<![A-Za-z\\}^_])\{([a-z][a-z0-9_]*)\}")
 EST = r"(-?[\d.]+(?:e[+-]?\d+)? ± [\d.]+(?:e[+-]?\d+)?)"  # a printed "value ± error"
+LANGUAGES = ("en", "zh")
 
 
 @dataclass(frozen=True)
@@ -82,103 +85,46 @@ NUMBERS = {
     "ch7_truncated": Number("ch07_learning_chaos", "36a8b826", r"energy after / before, truncated BPTT, K = 10\s+" + EST),
     "ch7_kernel": Number("ch07_learning_chaos", "36a8b826", r"energy after / before, kernel, noise 0\.5\s+" + EST),
     "ch7_path": Number("ch07_learning_chaos", "36a8b826", r"energy after / before, path-kernel, noise 0\.5, alpha = 0\.5\s+" + EST),
+    "bias_clip": Number("ch03_backprop_failure", "735168e1", r"\n\s+c = 0\.01\s+\d+\s+\S+ ± \S+\s+" + EST),
+    "bias_k1": Number("ch03_backprop_failure", "735168e1", r"sliding-window truncation\s+K = 1\s+\d+\s+\S+ ± \S+\s+" + EST),
+    "bias_k3": Number("ch03_backprop_failure", "735168e1", r"\n\s+K = 3\s+\d+\s+\S+ ± \S+\s+" + EST),
+    "bias_k20": Number("ch03_backprop_failure", "735168e1", r"\n\s+K = 20\s+2000\s+\S+ ± \S+\s+" + EST),
+    "acc_normal": Number("ch03_backprop_failure", "5220489d", r"tanh, N\(0,1\)\s+\S+\s+\S+\s+\S+ ± \S+\s+" + EST),
+    "acc_clip": Number("ch03_backprop_failure", "5220489d", r"clipping at 1\s+\S+\s+\S+\s+\S+ ± \S+\s+" + EST),
+    "acc_bn": Number("ch03_backprop_failure", "5220489d", r"tanh, N\(0,1\) \+ BatchNorm\s+\S+\s+\S+\s+\S+ ± \S+\s+" + EST),
+    "acc_xavier": Number("ch03_backprop_failure", "5220489d", r"tanh, Xavier\s+\S+\s+\S+\s+\S+ ± \S+\s+" + EST),
+    "nilsas_w16": Number("ch04_adjoint_shadowing", "78dc518c", r"\n16\s+\S+ ± \S+\s+\d+\s+\S+ ± \S+\s+" + EST),
+    "nilsas_w32": Number("ch04_adjoint_shadowing", "78dc518c", r"\n32\s+\S+ ± \S+\s+\d+\s+\S+ ± \S+\s+" + EST),
+    "nilsas_w64": Number("ch04_adjoint_shadowing", "78dc518c", r"\n64\s+\S+ ± \S+\s+\d+\s+\S+ ± \S+\s+" + EST),
+    "nilsas_w128": Number("ch04_adjoint_shadowing", "78dc518c", r"\n128\s+\S+ ± \S+\s+\d+\s+\S+ ± \S+\s+" + EST),
+    "lambda_u128": Number("ch04_adjoint_shadowing", "21dab161", r"lambda_u / lambda_u\+1\s+" + EST),
+    "lambda_u1_128": Number("ch04_adjoint_shadowing", "21dab161", r"lambda_u / lambda_u\+1\s+\S+ ± \S+ / " + EST),
+    "full_tanh": Number("ch04_adjoint_shadowing", "resp-defence", r"median log10 \|\(S \+ U\)/FD - 1\|\s+" + EST),
+    "hybrid_alpha": Number("ch05_kernel_differentiation", "9b7019ca", r"hybrid: alpha at the minimum\s+" + EST),
+    "kernel_cost": Number("ch05_kernel_differentiation", "9b7019ca", r"cost kernel / FD \(h = 0\.2\), T = 10 / 80\s+(\S+ ± \S+ / \S+ ± \S+)"),
+    "circle_div": Number("ch05_kernel_differentiation", "9b7019ca", r"circle map, sigma = 0\.01: divergence / kernel / FD \(h = 0\.02\)\s+" + EST),
+    "circle_kernel": Number("ch05_kernel_differentiation", "9b7019ca", r"circle map, sigma = 0\.01: divergence / kernel / FD \(h = 0\.02\)\s+\S+ ± \S+ / " + EST),
+    "circle_fd": Number("ch05_kernel_differentiation", "9b7019ca", r"circle map, sigma = 0\.01: divergence / kernel / FD \(h = 0\.02\)\s+\S+ ± \S+ / \S+ ± \S+ / " + EST),
+    "tent_fd": Number("ch05_kernel_differentiation", "div-tent", r"finite differences " + EST),
+    "parameters": Number("ch06_training_dynamics", "d48f9432", r"parameters of the 784-50-10 network\s+(\S+)"),
+    "lmin_0": Number("ch06_training_dynamics", "d48f9432", r"lambda_min at step 0 / 400 / 700 / 1000\s+(\S+)"),
+    "lmin_1000": Number("ch06_training_dynamics", "d48f9432", r"lambda_min at step 0 / 400 / 700 / 1000\s+\S+ / \S+ / \S+ / (\S+)"),
+    "rho_layer": Number("appendix_corrections", "e30abaf2", r"\nrho\(A\)\s+([\d.]+)"),
+    "lambda_alternating": Number("appendix_corrections", "e30abaf2", r"lambda_1 of A, A\^T, A, \.\.\. \(per layer\)\s+(\S+)"),
+    "stein_trace": Number("appendix_corrections", "3cfb632d", r"\n1\.2\s+\S+\s+\S+\s+(\S+)"),
+    "jac_gap": Number("appendix_corrections", "00bb55a6", r"max \|J - I\|\s+(\S+)"),
+    "draft_loss": Number("appendix_corrections", "4420f820", r"labels \(0, 2\)\s+(\S+)"),
+    "ce_right": Number("appendix_corrections", "4420f820", r"labels \(0, 2\)\s+\S+\s+(\S+)"),
+    "ce_wrong": Number("appendix_corrections", "4420f820", r"labels \(1, 0\)\s+\S+\s+(\S+)"),
 }
 
-
-@dataclass(frozen=True)
-class Slide:
-    title: str
-    text: str  # LaTeX, with {name} for the numbers of NUMBERS
-    figure: str | None = None  # MyST-NB figure name, e.g. "fig-ch01-phase-diagram"
-    notebook: str | None = None  # the notebook that draws it
-
-
-SLIDES = [
-    Slide("The question",
-          r"\begin{itemize}"
-          r"\item Backpropagation computes the derivative of a loss along one orbit, exactly."
-          r"\item In an unstable (chaotic) network that derivative grows like $e^{\lambda_1 T}$:"
-          r" gradient explosion (梯度爆炸) is a positive Lyapunov exponent."
-          r"\item The derivative of a long-time average still exists. How do we compute it?"
-          r"\end{itemize}"),
-    Slide("1 Lyapunov spectrum (李雅普诺夫谱): order and chaos",
-          r"Deep tanh networks cross from order to chaos where $\chi_1 = 1$: measured at width 500"
-          r" ($\sigma_b^2 = 0.05$) at $\sigma_w^2 = {critical}$, against {critical_mf} (mean field)"
-          r" and {critical_width} (with the finite-width correction).",
-          "fig-ch01-phase-diagram", "ch01_lyapunov_spectrum"),
-    Slide(r"2 Backpropagation is the adjoint: it grows at $\lambda_1$",
-          r"At $\sigma_w^2 = 4$ backpropagated gradients grow at {backprop_rate} per layer; the"
-          r" forward exponent of the same networks is {forward_rate}.",
-          "fig-ch02-gradient-growth", "ch02_adjoint_duality"),
-    Slide("3 Backpropagation fails on long-time averages",
-          r"Per-orbit derivatives of $J_T$ grow at {median_rate} per step ($\lambda_1 = {lambda_tied}$)"
-          r" while the derivative they estimate is {truth_160} (central differences, 20,000 orbits).",
-          "fig-ch03-per-orbit", "ch03_backprop_failure"),
-    Slide("4 Adjoint shadowing (NILSAS)",
-          r"On Lorenz-63, NILSAS gives $d\langle z\rangle/d\rho = {lorenz_rho}$ (published: about 1.01),"
-          r" with a covector that stays bounded where backpropagation's explodes. On chapter 3's"
-          r" tanh network it converges at no width: one orbit's error is a factor $10^{{nilsas_1000}}$"
-          r" at 1000 steps and $10^{{nilsas_16000}}$ at 16,000, while truncated adjoints land within"
-          r" {sliding_k3} ($K = 3$) and {ensemble_tau10} ($\tau = 10$) of the truth.",
-          "fig-ch04-covector", "ch04_adjoint_shadowing"),
-    Slide("4 The whole linear response: shadowing plus unstable contribution",
-          r"NILSAS computes the shadowing contribution $S$; Ruelle's unstable contribution $U$ comes"
-          r" from one more adjoint solution and second derivatives of the map. On the area-preserving"
-          r" cat map $S + U = {full_cat}$ (exact: 0; $S$ alone {shadow_cat}). On a 21-dimensional solenoid"
-          r" $S + U = {full_sol1}$ against finite differences {fd_sol1}, where $S$ alone is"
-          r" {shadow_sol1}; on Lorenz-63 $S + U = {full_lorenz}$.",
-          "fig-ch04-contributions", "ch04_adjoint_shadowing"),
-    Slide("5 Kernel differentiation",
-          r"For the noisy tied network at $T = 80$: kernel differentiation {kernel_80}, finite"
-          r" differences {fd_80}; the mean of backpropagation is {backprop_80}.",
-          "fig-ch05-draft-smoothing", "ch05_kernel_differentiation"),
-    Slide("6 Training is a dynamical system",
-          r"784-50-10 network: the sharpness starts at {sharpness_0}; of $\alpha = 2, 4, 8$ only"
-          r" $\alpha = 4$ hovers at the edge ($|\alpha S - 2| \le 0.05$, steps {hover}). The negative"
-          r" end's finite-time exponent ({negative_end} per step at the start) decays: at"
-          r" $\alpha = 0.1$ a derivative through 1000 steps grows only by $e^{{jvp_1000}}$.",
-          "fig-ch06-eos", "ch06_training_dynamics"),
-    Slide("7 Learning Lorenz-63 from noisy data",
-          r"A 995-weight neural map fitted by one-step regression forecasts for {ch7_valid}"
-          r" Lyapunov times but runs free at energy distance {ch7_energy} from held-out data;"
-          r" BPTT's gradient grows at {ch7_growth} per time unit (its $\lambda_1 = {ch7_lambda}$)."
-          r" Fine-tuning every weight on the statistics multiplies the distance by {ch7_kernel}"
-          r" (kernel differentiation), {ch7_path} (path-kernel hybrid), {ch7_truncated}"
-          r" (truncated BPTT) and {ch7_clipped} (clipped BPTT).",
-          "fig-ch07-attractors", "ch07_learning_chaos"),
-    Slide("Conclusions",
-          r"\begin{itemize}"
-          r"\item Exploding gradients are Lyapunov exponents: measured rates {backprop_rate} per"
-          r" layer against $\lambda_1 = {forward_rate}$."
-          r"\item For long-time averages backpropagation, clipped or truncated, is biased or"
-          r" explodes; finite differences measure the derivative ({truth_160})."
-          r"\item Adjoint shadowing computes it on hyperbolic systems ({lorenz_rho} on Lorenz-63) but"
-          r" converges at no width on the chaotic tanh networks, where biased truncated adjoints do"
-          r" better ({sliding_k3} from the truth)."
-          r"\item Kernel differentiation computes it with noise ({kernel_80} against {fd_80})."
-          r"\item Training is a transient, not a stationary chaotic map: at the draft's rate a"
-          r" derivative through 1000 steps grows only by $e^{{jvp_1000}}$."
-          r"\item On a network trained on data, kernel differentiation and the hybrid repair the"
-          r" climate (distance $\times$ {ch7_path}), but no better than truncated BPTT."
-          r"\end{itemize}"),
-]
-
-
-def stored_text(notebook: Path, cell: str) -> str:
-    """The text outputs (stream and text/plain) of the cell with id ``cell``, joined."""
-    nb = json.loads(notebook.read_text(encoding="utf-8"))
-    for c in nb["cells"]:
-        if c.get("id") == cell:
-            return "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
-                           for o in c.get("outputs", []))
-    raise LookupError(f"{notebook.name} has no cell with id {cell!r} (a number of the slides lives there)")
 
 
 def read_numbers(book: Path = ROOT / "book") -> dict[str, str]:
     """Every number of :data:`NUMBERS`, as printed in the stored outputs."""
     values = {}
     for name, spec in NUMBERS.items():
-        text = stored_text(book / f"{spec.notebook}.ipynb", spec.cell)
+        text = stored_text(spec.notebook, spec.cell, book)
         match = re.search(spec.pattern, text)
         if match is None:
             raise LookupError(f"the number {name!r} is not in the stored output of cell {spec.cell} of "
@@ -198,27 +144,81 @@ def stored_png(notebook: Path, figure: str) -> bytes:
     raise LookupError(f"{notebook.name} stores no PNG for the figure {figure!r}")
 
 
-def figure_stem(slide: Slide) -> str:
-    return file_stem(ROOT / "book" / f"{slide.notebook}.ipynb", slide.figure)
-
-
 def latex_number(value: str) -> str:
-    """``0.1 ± 0.02`` as ``\\ensuremath{0.1 \\pm 0.02}``: right in text and in mathematics."""
-    return r"\ensuremath{" + value.replace("±", r"\pm").replace("->", r"\to") + "}"
+    """A printed number as the slide sets it, in the text font (also inside mathematics):
+    ``-0.1 ± 0.02`` -> ``\\text{−0.1 ± 0.02}``, ``9.819e+06`` -> ``9.819 × 10⁶``, a range
+    ``70-190`` with an en dash."""
+    text = re.sub(r"(?<=\d)-(?=\d)", "–", value)
+    text = re.sub(r"(?<![\w.])-(?=[\d.])", "−", text)
+    text = re.sub(r"(\d)e\+?(−?-?)0*(\d+)", lambda m: rf"{m.group(1)}\,×\,10\textsuperscript{{{m.group(2).replace('-', '−')}{m.group(3)}}}", text)
+    return r"\text{" + text.replace("->", "→") + "}"
 
 
-def deck_source(values: dict[str, str]) -> str:
-    """The deck's LaTeX source."""
+def substitute(text: str, numbers: dict[str, str]) -> str:
+    """``text`` with each ``{name}`` replaced by ``numbers[name]``."""
+    def number(match: re.Match) -> str:
+        if match.group(1) not in numbers:
+            raise KeyError(f"a slide uses {{{match.group(1)}}}, which is not a number of NUMBERS")
+        return numbers[match.group(1)]
+    return PLACEHOLDER.sub(number, text)
+
+
+NUMBER_TOKEN = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def slide_numbers(slide: Slide, lang: str, values: dict[str, str]) -> list[str]:
+    """Every number a slide shows or its notes say in ``lang`` (the stored numbers and the
+    settings typed in the text, such as widths and step counts), sorted: the same list in
+    every language."""
+    text = " ".join(substitute(part[lang], values) for part in (slide.title, slide.subtitle, slide.body, slide.notes))
+    return sorted(NUMBER_TOKEN.findall(text))
+
+
+def frame(slide: Slide, lang: str, numbers: dict[str, str]) -> str:
+    body = substitute(slide.body[lang], numbers)
+    if slide.chart:
+        width = slide_charts.CHART_SIZE[0]
+        body = (r"\begin{center}\includegraphics[width=" + f"{width}in" + r"]{chart-" + slide.chart
+                + r"}\end{center}" + "\n" + r"\vspace{-0.6em}\small " + body)
+    subtitle = slide.subtitle[lang]
+    head = r"\begin{frame}{" + substitute(slide.title[lang], numbers) + "}" + (f"{{{subtitle}}}" if subtitle else "")
+    return head + "\n" + body + "\n" + r"\end{frame}"
+
+
+def deck_source(values: dict[str, str], lang: str = "en", date: str | None = None) -> str:
+    """The deck's LaTeX source in ``lang``."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"lang must be one of {LANGUAGES}, got {lang!r}")
     numbers = {k: latex_number(v) for k, v in values.items()}
-    frames = []
-    for s in SLIDES:
-        body = PLACEHOLDER.sub(lambda m: numbers[m.group(1)], s.text)
-        if s.figure:
-            body = (r"\begin{center}\includegraphics[width=\textwidth,height=0.68\textheight,"
-                    r"keepaspectratio]{" + figure_stem(s) + "}\\end{center}\n\n\\small " + body)
-        frames.append("\\begin{frame}{" + s.title + "}\n" + body + "\n\\end{frame}")
-    return TEMPLATE.replace("%FRAMES%", "\n\n".join(frames))
+    main = [frame(s, lang, numbers) for s in SLIDES if not s.backup]
+    backup = [frame(s, lang, numbers) for s in SLIDES if s.backup]
+    template = TEMPLATE.replace("%TITLE%", TITLE[lang]).replace("%DATE%", date or DATE[lang])
+    return template.replace("%FRAMES%", "\n\n".join(main) + "\n\n\\appendix\n\n" + "\n\n".join(backup))
 
+
+def pdfpc_notes(values: dict[str, str], lang: str) -> dict:
+    """Speaker notes in pdfpc's format (version 2): one note per page, the title page first."""
+    notes = [TITLE_NOTE[lang]] + [substitute(s.notes[lang], values) for s in SLIDES]
+    return {"pdfpcFormat": 2, "duration": 25, "disableMarkdown": True,
+            "pages": [{"idx": i, "label": str(i + 1), "overlay": 0, "forcedOverlay": False,
+                       "hidden": False, "note": note} for i, note in enumerate(notes)]}
+
+
+TITLE = {
+    "en": r"""\title{Backpropagation in unstable neural networks}
+\subtitle{不稳定神经网络中的反向传播算法}
+\author{Zeyu Xie\\[0.3em]{\small advisor: Angxiu Ni}}
+\institute{Bachelor's thesis defence\\Department of Mathematics, Tsinghua University}""",
+    "zh": r"""\title{不稳定神经网络中的反向传播算法}
+\subtitle{Backpropagation in unstable neural networks}
+\author{谢泽宇 (Zeyu Xie)\\[0.3em]{\small 指导教师：倪昂修 (Angxiu Ni)}}
+\institute{本科毕业论文答辩\\清华大学数学科学系}""",
+}
+DATE = {"en": r"\today", "zh": r"\today"}
+TITLE_NOTE = {
+    "en": "Introduce the thesis: gradients of long-time averages in networks whose gradients explode.",
+    "zh": "介绍论文：在梯度爆炸的网络中求长时间平均的梯度。",
+}
 
 TEMPLATE = r"""\documentclass[aspectratio=169,11pt]{beamer}
 \usepackage{fontspec}
@@ -227,13 +227,21 @@ TEMPLATE = r"""\documentclass[aspectratio=169,11pt]{beamer}
 \usepackage{xeCJK}
 \setCJKmainfont{Noto Sans CJK SC}
 \setCJKsansfont{Noto Sans CJK SC}
+% Latin quotes and apostrophes from the Latin font, not full width from the CJK one
+\xeCJKDeclareCharClass{Default}{"2018, "2019, "201C, "201D}
 \usepackage{amsmath,amssymb,graphicx}
+\usepackage{appendixnumberbeamer}
+\usetheme{default}
+\usecolortheme{dove}
+\setbeamercolor{frametitle}{fg=black!85}
+\setbeamercolor{alerted text}{fg=red!70!black}
 \setbeamertemplate{navigation symbols}{}
-\setbeamertemplate{footline}[frame number]
-\title{Backpropagation in unstable neural networks}
-\subtitle{不稳定神经网络中的反向传播算法}
-\author{Zeyu Xie \and advisor: Angxiu Ni}
-\date{Every number on these slides is read from the companion book's computed outputs}
+\setbeamertemplate{footline}{\hfill\insertframenumber\,/\,\inserttotalframenumber\hspace{1em}\vspace{0.6em}}
+\setbeamertemplate{itemize items}{\textbullet}
+\setbeamerfont{frametitle}{size=\large,series=\bfseries}
+\setbeamerfont{framesubtitle}{size=\footnotesize,series=\mdseries}
+%TITLE%
+\date{%DATE%}
 \begin{document}
 \begin{frame}\titlepage\end{frame}
 
@@ -242,10 +250,14 @@ TEMPLATE = r"""\documentclass[aspectratio=169,11pt]{beamer}
 """
 
 
+def output_name(lang: str) -> str:
+    return "defence-slides" + ("" if lang == "en" else f"-{lang}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--draft", action="store_true", help="use the PNGs stored in the notebooks (no re-execution)")
-    parser.add_argument("--figures", type=Path, default=ROOT / "_build" / "figures", help="where make figures writes")
+    parser.add_argument("--lang", choices=LANGUAGES, default="en", help="the deck's language")
+    parser.add_argument("--date", help="the date on the title page (default: the day it is built)")
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "slides")
     args = parser.parse_args(argv)
     for tool in ("xelatex", "latexmk"):
@@ -255,28 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     values = read_numbers()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    with_figures = [s for s in SLIDES if s.figure]
-    if args.draft:
-        for s in with_figures:
-            (out / f"{figure_stem(s)}.png").write_bytes(stored_png(ROOT / "book" / f"{s.notebook}.ipynb", s.figure))
-    else:
-        missing = sorted({s.notebook for s in with_figures
-                          if needs_export(ROOT / "book" / f"{s.notebook}.ipynb", [args.figures / f"{figure_stem(s)}.pdf"])})
-        if missing:
-            print(f"exporting the figures of {', '.join(missing)} (make figures)", flush=True)
-            subprocess.run([sys.executable, str(ROOT / "tools" / "export_figures.py"),
-                            *[str(ROOT / "book" / f"{m}.ipynb") for m in missing], "--out", str(args.figures)],
-                           check=True)
-        for s in with_figures:
-            shutil.copyfile(args.figures / f"{figure_stem(s)}.pdf", out / f"{figure_stem(s)}.pdf")
-    tex = out / "defence-slides.tex"
-    tex.write_text(deck_source(values), encoding="utf-8")
-    run = subprocess.run(["latexmk", "-xelatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+    for name in sorted({s.chart for s in SLIDES if s.chart}):
+        slide_charts.save(name, out)
+    stem = output_name(args.lang)
+    (out / f"{stem}.tex").write_text(deck_source(values, args.lang, args.date), encoding="utf-8")
+    (out / f"{stem}.pdfpc").write_text(json.dumps(pdfpc_notes(values, args.lang), ensure_ascii=False, indent=1),
+                                       encoding="utf-8")
+    run = subprocess.run(["latexmk", "-xelatex", "-interaction=nonstopmode", "-halt-on-error", f"{stem}.tex"],
                          cwd=out, capture_output=True, text=True)
     if run.returncode != 0:
         print(run.stdout[-3000:], file=sys.stderr)
         return run.returncode
-    print(f"{len(SLIDES) + 1} slides: {out / 'defence-slides.pdf'}")
+    print(f"{len(SLIDES) + 1} slides ({sum(s.backup for s in SLIDES)} backup): {out / (stem + '.pdf')}, "
+          f"notes for pdfpc: {out / (stem + '.pdfpc')}")
     return 0
 
 
