@@ -7,6 +7,13 @@ named figure (``mystnb: figure: name``) is the vector PDF that ``make figures`` 
 or older than their notebook, are exported first (which re-executes their notebooks).
 ``--draft`` keeps the stored PNGs.
 
+Either way each figure is included by ``\\chaosgradfigure`` (``_config.yml``, the LaTeX
+preamble) instead of Sphinx's ``\\sphinxincludegraphics``, which scales every figure to the
+text width (a three-panel figure's labels came out at half the size of a single panel's):
+every figure is set at one scale of its size as drawn (``\\chaosgradfigurescale``), so its
+text has one size throughout the book, and only a figure wider than the text at that scale
+is shrunk to the text width (the LaTeX log says which, and how far).
+
 Usage: ``python tools/vector_figures.py [--draft] [--figures DIR] [TEX]``.
 """
 
@@ -36,13 +43,14 @@ def figures_in(tex: str) -> list[tuple[str, str]]:
     return [(m["notebook"], m["name"]) for m in FIGURE.finditer(tex)]
 
 
-def use_vector_figures(tex: str, stem_path: dict[tuple[str, str], str]) -> str:
+def use_vector_figures(tex: str, stem_path: dict[tuple[str, str], str] | None = None) -> str:
     """``tex`` with each named figure's PNG replaced by the file ``stem_path[(notebook, name)]``
-    (a name relative to the ``.tex``, with its extension)."""
+    (a name relative to the ``.tex``, with its extension), or kept where ``stem_path`` is
+    ``None``, and included at the book's one figure scale by ``\\chaosgradfigure``."""
     def replace(m: re.Match) -> str:
-        path = stem_path[m["notebook"], m["name"]]
+        path = f"{m['image']}.png" if stem_path is None else stem_path[m["notebook"], m["name"]]
         stem, ext = path.rsplit(".", 1)
-        return r"\sphinxincludegraphics{{" + stem + "}." + ext + "}" + m["between"]
+        return r"\chaosgradfigure{{" + stem + "}." + ext + "}" + m["between"]
 
     return FIGURE.sub(replace, tex)
 
@@ -53,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", type=Path, default=ROOT / "_build" / "figures")
     parser.add_argument("--draft", action="store_true", help="keep the PNGs the notebooks store")
     args = parser.parse_args(argv)
+    source = args.tex.read_text(encoding="utf-8")
     if args.draft:
+        args.tex.write_text(use_vector_figures(source), encoding="utf-8")
         print("draft: the PDF keeps the stored PNG figures")
         return 0
-    source = args.tex.read_text(encoding="utf-8")
     found = figures_in(source)
     stems = {(nb, name): file_stem(ROOT / "book" / f"{nb}.ipynb", name) for nb, name in found}
     missing = sorted({nb for nb, _ in stems
