@@ -14,7 +14,7 @@ builder only (the HTML book is untouched), post-transforms the assembled documen
   "Contents";
 - every output that carries a DataFrame's HTML table (``<table class="dataframe">``) is
   typeset as a table (booktabs rules, numeric columns right-aligned so that their digits line
-  up, an estimate "value ± error" on one line) by :func:`dataframe_latex`; the LaTeX macro
+  up, a column of estimates "value ± error" aligned on its "±") by :func:`dataframe_latex`; the LaTeX macro
   ``\\chaosgradtable`` (``_config.yml``) sets it in ``\\small`` or, where that is too wide,
   ``\\footnotesize`` or ``\\scriptsize``, and logs any table it still has to shrink;
 - a printed output too wide for the text at the code's size is set smaller (down to
@@ -155,13 +155,21 @@ def dataframe_latex(html: str) -> str | None:
 
 
 def _tabular(head: list[list[tuple[str, int]]], rows: list[list[str]], nindex: int) -> str:
-    """A ``tabular``: header rows of (text, colspan), body rows, ``nindex`` index columns."""
+    """A ``tabular``: header rows of (text, colspan), body rows, ``nindex`` index columns. A
+    column of estimates "value ± error" is two columns joined by "±", so that the values of
+    its rows end, and their errors start, one under the other."""
     ncols = len(rows[0])
     numeric = [all(NUMERIC.match(r[j]) for r in rows if r[j]) and any(r[j] for r in rows) for j in range(ncols)]
+    estimates = [j >= nindex and numeric[j] and 2 * sum(r[j].count(" ± ") == 1 for r in rows) >= sum(bool(r[j]) for r in rows)
+                 for j in range(ncols)]
     longest = [max(len(r[j]) for r in rows) for j in range(ncols)]
+    # the first LaTeX column of each DataFrame column (1-based, for \cmidrule)
+    first = [1 + sum(2 if estimates[k] else 1 for k in range(j)) for j in range(ncols + 1)]
     specs = []
     for j in range(ncols):
-        if numeric[j]:
+        if estimates[j]:
+            specs.append(r"r@{\ ±\ }l")
+        elif numeric[j]:
             specs.append("r")
         elif longest[j] > LONG_TEXT:
             specs.append(r">{\raggedright\arraybackslash}p{%.2f\linewidth}" % (0.45 if j < nindex else 0.35))
@@ -171,14 +179,17 @@ def _tabular(head: list[list[tuple[str, int]]], rows: list[list[str]], nindex: i
     for r in head:
         cells, rules, col = [], [], 0
         for text, colspan in r:
-            align = "r" if numeric[min(col, ncols - 1)] else "l"
-            width = max(12, max(longest[col:col + colspan]) if col < ncols else 12)
-            if colspan > 1:
-                cells.append(r"\multicolumn{%d}{c}{%s}" % (colspan, tex(text)))
-                if text:
-                    rules.append(r"\cmidrule(lr){%d-%d}" % (col + 1, col + colspan))
+            end = min(col + colspan, ncols)
+            span = first[end] - first[min(col, ncols)]
+            if colspan > 1 or span > 1:
+                align = "c" if colspan > 1 or estimates[col] else "r"
+                width = max(12, max(longest[col:end], default=12))
+                cells.append(r"\multicolumn{%d}{%s}{%s}" % (span, align, _stack(text, width, align)))
+                if text and colspan > 1:
+                    rules.append(r"\cmidrule(lr){%d-%d}" % (first[col], first[end] - 1))
             else:
-                cells.append(_stack(text, width, align))
+                align = "r" if numeric[min(col, ncols - 1)] else "l"
+                cells.append(_stack(text, max(12, longest[col] if col < ncols else 12), align))
             col += colspan
         lines.append(" & ".join(cells) + r" \\" + "".join(rules))
     if head:
@@ -187,7 +198,15 @@ def _tabular(head: list[list[tuple[str, int]]], rows: list[list[str]], nindex: i
         # a new group of a multi-level index: a little space before it
         if i and nindex > 1 and r[0]:
             lines.append(r"\addlinespace")
-        lines.append(" & ".join(tex(text, numeric[j]) for j, text in enumerate(r)) + r" \\")
+        cells = []
+        for j, text in enumerate(r):
+            if not estimates[j]:
+                cells.append(tex(text, numeric[j]))
+            elif text.count(" ± ") == 1:
+                cells.append(" & ".join(tex(part, True) for part in text.split(" ± ")))
+            else:  # a blank, or a value without an error bar
+                cells.append(r"\multicolumn{2}{c}{%s}" % tex(text, True))
+        lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
 
