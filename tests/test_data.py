@@ -75,3 +75,26 @@ def test_missing_and_malformed_files_are_named(tmp_path):
     write_mnist(tmp_path)
     with pytest.raises(ValueError, match="n must be a whole number in 1..6"):
         mnist(n=7, path=tmp_path)
+
+
+def test_full_mnist_tool_repeats_chapter_6s_run_on_given_files(tmp_path, monkeypatch, capsys):
+    """tools/full_mnist.py (quoted in chapter 6 for the full split) on six written digits."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import full_mnist
+
+    monkeypatch.delenv("CHAOSGRAD_MNIST", raising=False)
+    assert full_mnist.main([]) == 2
+    assert "set CHAOSGRAD_MNIST" in capsys.readouterr().err
+    write_mnist(tmp_path)
+    assert full_mnist.main([str(tmp_path), "--steps", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "6 training and 3 held-out digits, mean pixel 0.5009"
+    assert lines[1].split() == ["loss", "training", "accuracy", "held-out", "accuracy", "sharpness", "S",
+                                "alpha", "S"]
+    rows = [line.split() for line in lines[3:-1]]
+    assert [r[0] for r in rows] == ["0", "1"]
+    assert float(rows[1][1]) < float(rows[0][1])  # the gradient step lowered the loss
+    assert abs(float(rows[0][5]) - 0.1 * float(rows[0][4])) < 1.5e-3  # alpha S with alpha = 0.1
