@@ -171,6 +171,39 @@ def test_no_raw_dollar_signs_in_the_rendered_text(html):
     assert not found, "raw dollar signs (unrendered TeX) in the text:\n" + "\n".join(found[:20])
 
 
+def test_table_headers_are_set_with_symbols(html):
+    """Headers and row labels of DataFrames in ASCII (sigma_w2, lambda_1, chi1) are shown with
+    symbols (_ext/tablelabels.py); values are untouched."""
+    sys.path.insert(0, str(ROOT / "_ext"))
+    from tablelabels import readable
+
+    assert readable("critical sigma_w2") == "critical σ<sub>w</sub><sup>2</sup>"
+    assert readable("(1/2) ln chi1") == "(1/2) ln χ<sub>1</sub>"
+    assert readable("tanh N = 128: u = 18, lambda_u / lambda_u+1") == \
+        "tanh N = 128: u = 18, λ<sub>u</sub> / λ<sub>u+1</sub>"
+    assert readable("|dtheta_T/dalpha|") == "|dθ<sub>T</sub>/dα|"
+    assert readable("N * Delta") == "NΔ" and readable("param_jvps") == "param_jvps"
+    ch02 = page(html, "ch02_adjoint_duality")
+    headers = re.findall(r"<th\b[^>]*>(.*?)</th>", ch02, flags=re.S)
+    assert "σ<sub>w</sub><sup>2</sup>" in headers and "forward λ<sub>1</sub>" in headers
+    assert not [h for h in headers if re.search(r"sigma|lambda|chi1", h)], headers
+    assert "<td>0.1402 ± 0.0024</td>" in ch02  # values as printed
+
+
+def test_punctuation_after_an_inline_formula_stays_on_its_line(html):
+    """A browser may break between an inline formula and the "." or ")" after it, leaving the
+    punctuation alone at the start of a line; _ext/mathpunct.py glues the two into one
+    no-wrap span. Every formula followed directly by punctuation must sit in such a span."""
+    math = r'<span class="math notranslate nohighlight">\\\((?:(?!</span>).)*?\\\)</span>'
+    loose, glued = 0, 0
+    for path in sorted((html / "book").glob("*.html")):
+        text = path.read_text(encoding="utf-8")
+        loose += len(re.findall(math + r"[.,;:)]", text, flags=re.S))
+        glued += len(re.findall(r'<span class="math-nowrap">' + math + r"[.,;:)]+</span>", text, flags=re.S))
+    assert loose > 100  # the book has many: the pattern finds them
+    assert glued == loose, f"{loose - glued} of {loose} formulas can leave their punctuation on the next line"
+
+
 #: Injected into a copy of a page: once it has loaded, the rendered size of every figure and
 #: whether any table cell holding an estimate runs over more than one line, as JSON in the DOM.
 MEASURE = """<script>
