@@ -33,7 +33,7 @@ book: $(STAMP)
 ## vector figures of `make figures` in place of the stored PNGs (exported first where missing;
 ## DRAFT=1 keeps the PNGs), then XeLaTeX (needs TeX Live: see README, "The book on paper")
 pdf: $(STAMP)
-	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { echo "make pdf needs xelatex and latexmk: apt-get install texlive-xetex texlive-latex-extra texlive-lang-chinese latexmk fonts-noto-cjk fonts-dejavu-core"; exit 2; }
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { echo "make pdf needs xelatex and latexmk: apt-get install texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-lang-chinese latexmk fonts-noto-cjk fonts-dejavu-core"; exit 2; }
 	$(BIN)/jupyter-book build . --builder latex
 	$(BIN)/python tools/vector_figures.py $(if $(DRAFT),--draft)
 	$(MAKE) -C _build/latex all-pdf

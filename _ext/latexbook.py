@@ -31,6 +31,7 @@ from docutils import nodes
 from sphinx import addnodes
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util.texescape import escape
+from tablelabels import readable
 
 #: "Part I — Unstable networks" -> "Unstable networks" (LaTeX numbers the parts itself)
 PART_PREFIX = re.compile(r"^Part\s+[IVXLC]+\s*[—–:-]\s*")
@@ -86,6 +87,17 @@ def tex(text: str, numeric: bool = False) -> str:
     return out.replace(" ± ", "~±~")
 
 
+def label_tex(text: str) -> str:
+    """A header or row label with symbols for its ASCII names (``sigma_w2`` as σ_w², the
+    rules of :func:`tablelabels.readable`, shared with the HTML book), escaped for LaTeX."""
+    parts = re.split(r"<(sub|sup)>(.*?)</\1>", readable(text))
+    out = [tex(parts[0])]
+    for i in range(1, len(parts), 3):
+        command = "textsubscript" if parts[i] == "sub" else "textsuperscript"
+        out.append(r"\%s{%s}" % (command, tex(parts[i + 1])) + tex(parts[i + 2]))
+    return "".join(out)
+
+
 def _lines(text: str, width: int) -> list[str]:
     """``text`` broken at spaces into lines of about ``width`` characters."""
     lines: list[str] = []
@@ -101,8 +113,8 @@ def _stack(text: str, width: int, align: str) -> str:
     """A header cell, stacked over lines of about ``width`` characters when longer."""
     lines = _lines(text, width) if len(text) > width + 6 else [text]
     if len(lines) == 1:
-        return tex(text)
-    return r"\begin{tabular}[b]{@{}%s@{}}%s\end{tabular}" % (align, r"\\".join(tex(x) for x in lines))
+        return label_tex(text)
+    return r"\begin{tabular}[b]{@{}%s@{}}%s\end{tabular}" % (align, r"\\".join(label_tex(x) for x in lines))
 
 
 def dataframe_latex(html: str) -> str | None:
@@ -200,7 +212,9 @@ def _tabular(head: list[list[tuple[str, int]]], rows: list[list[str]], nindex: i
             lines.append(r"\addlinespace")
         cells = []
         for j, text in enumerate(r):
-            if not estimates[j]:
+            if j < nindex and not numeric[j]:
+                cells.append(label_tex(text))
+            elif not estimates[j]:
                 cells.append(tex(text, numeric[j]))
             elif text.count(" ± ") == 1:
                 cells.append(" & ".join(tex(part, True) for part in text.split(" ± ")))

@@ -29,7 +29,8 @@ TOOLS = ("xelatex", "latexmk", "pdftotext", "pdffonts", "pdfinfo")
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in TOOLS),
     reason="the PDF build needs " + ", ".join(t for t in TOOLS if shutil.which(t) is None)
-    + " (apt-get install texlive-xetex texlive-latex-extra texlive-lang-chinese latexmk fonts-noto-cjk poppler-utils)",
+    + " (apt-get install texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-lang-chinese latexmk"
+    " fonts-noto-cjk poppler-utils)",
 )
 
 
