@@ -116,7 +116,7 @@ SLIDES: list[Slide] = [
             r"Order and chaos in deep networks (mean field): Poole et al.\ 2016, Schoenholz et al.\ 2017.",
             r"Exploding gradients: Bengio et al.\ 1994, Pascanu et al.\ 2013; remedies: Glorot \& Bengio"
             r" 2010, He et al.\ 2015, Ioffe \& Szegedy 2015.",
-            r"Linear response: Ruelle 1997. Shadowing: Wang 2014 (LSS), Ni \& Talnikar 2019 (NILSAS),"
+            r"Linear response: Ruelle 1997. Shadowing: Wang et al.\ 2014 (LSS), Ni \& Talnikar 2019 (NILSAS),"
             r" Ni 2024.",
             r"Noise: likelihood ratio (Glynn 1990), kernel differentiation and the path-kernel and"
             r" divergence methods (Ni 2025).",
@@ -126,7 +126,7 @@ SLIDES: list[Slide] = [
             r"深度网络的有序与混沌（平均场理论）：Poole 等 2016，Schoenholz 等 2017。",
             r"梯度爆炸：Bengio 等 1994，Pascanu 等 2013；补救方法：Glorot \& Bengio 2010，"
             r"He 等 2015，Ioffe \& Szegedy 2015。",
-            r"线性响应：Ruelle 1997。阴影方法：Wang 2014（LSS），Ni \& Talnikar 2019（NILSAS），Ni 2024。",
+            r"线性响应：Ruelle 1997。阴影方法：Wang 等 2014（LSS），Ni \& Talnikar 2019（NILSAS），Ni 2024。",
             r"噪声：似然比方法（Glynn 1990），核微分以及路径--核与散度方法（Ni 2025）。",
             r"训练动力学：稳定性边缘（Cohen 等 2021）。")},
         {"en": "The thesis connects three literatures: dynamical systems (exponents, shadowing, "
@@ -164,9 +164,11 @@ SLIDES: list[Slide] = [
                r" {critical_width}.",
          "zh": r"宽度 500、$\sigma_b^2 = 0.05$ 时的混沌边缘（$\lambda_1 = 0$）：测得"
                r" $\sigma_w^2 = {critical}$，平均场理论 {critical_mf}，加入有限宽度修正后 {critical_width}。"},
-        {"en": "Measured critical lines sit just above the mean field; the finite-width term explains "
-               "about half of the gap.",
-         "zh": "测得的临界线略高于平均场理论；有限宽度修正项解释了大约一半的差距。"},
+        {"en": "The measured critical line sits at or just above the mean field; with the "
+               "finite-width correction every measured point lies within two of its error bars of "
+               "the prediction.",
+         "zh": "测得的临界线位于平均场理论之上或与之重合；加入有限宽度修正后，每个测量点与预测之差都在"
+               "两个误差棒以内。"},
         subtitle=chapter(1, "Lyapunov spectrum", "李雅普诺夫谱"),
         chart="critical-line",
     ),
@@ -192,9 +194,10 @@ SLIDES: list[Slide] = [
                r" (finite differences).",
          "zh": r"权重共享的混沌网络：$|dJ_T/d\sigma_w|$ 的中位数每步增长 {median_rate}"
                r"（$\lambda_1 = {lambda_tied}$），而 $d\langle J\rangle/d\sigma_w = {truth_160}$（有限差分）。"},
-        {"en": "Every quantile grows at the exponent. Averaging more orbits does not help: the "
-               "spread grows as fast as the mean.",
-         "zh": "各分位数都以该指数增长。增加轨道数目也无济于事：离散程度与均值增长得一样快。"},
+        {"en": "Every quantile grows at about the exponent, so averaging more orbits does not help: "
+               "the spread of the per-orbit derivatives grows as fast as their typical size.",
+         "zh": "各分位数都大致以该指数增长，所以增加轨道数目也无济于事：单条轨道导数的离散程度与其典型大小"
+               "增长得一样快。"},
         subtitle=chapter(3, "backpropagation under gradient explosion", "梯度爆炸下的反向传播"),
         chart="per-orbit-growth",
     ),
@@ -219,9 +222,9 @@ SLIDES: list[Slide] = [
                r" with clipping {acc_clip}; with BatchNorm {acc_bn}; Xavier initialisation {acc_xavier}.",
          "zh": r"同一任务、400 步 SGD：$N(0,1)$ 初始化的 tanh 网络测试准确率 {acc_normal}；"
                r"加梯度裁剪 {acc_clip}；加批归一化 {acc_bn}；Xavier 初始化 {acc_xavier}。"},
-        {"en": "What works changes the network so that it is no longer chaotic. Clipping and L2 "
-               "leave it chaotic and do not rescue it.",
-         "zh": "有效的方法都是把网络改得不再混沌。梯度裁剪和 L2 正则化让网络保持混沌，也救不了它。"},
+        {"en": "What works changes the network so that its gradients no longer explode. Clipping "
+               "and L2 leave the network as it is and do not rescue it.",
+         "zh": "有效的方法都是改变网络本身，使其梯度不再爆炸。梯度裁剪和 L2 正则化不改变网络，也救不了它。"},
         subtitle=chapter(3, "backpropagation under gradient explosion", "梯度爆炸下的反向传播"),
         chart="remedies",
     ),
@@ -271,9 +274,8 @@ SLIDES: list[Slide] = [
                r"仅 $S$ 为 {shadow_cat}）；螺线管 $\gamma_1$：$S + U = {full_sol1}$，有限差分 {fd_sol1}，"
                r"仅 $S$ 为 {shadow_sol1}；Lorenz-63 $S + U = {full_lorenz}$。"},
         {"en": "The unstable contribution U costs one more adjoint solution and second derivatives. "
-               "Where the measure moves with the parameter, shadowing alone has the wrong sign.",
-         "zh": "不稳定部分 U 只需多解一个伴随方程并计算二阶导数。当物理测度随参数移动时，"
-               "仅用阴影部分连符号都会错。"},
+               "On the solenoid, shadowing alone has the wrong sign.",
+         "zh": "不稳定部分 U 只需多解一个伴随方程并计算二阶导数。在螺线管上，仅用阴影部分连符号都会错。"},
         subtitle=chapter(4, "backpropagation via adjoint shadowing", "基于伴随阴影的反向传播"),
         chart="whole-response",
     ),
@@ -361,12 +363,12 @@ SLIDES: list[Slide] = [
          "zh": r"逐步拟合：与测试数据的能量距离为 {ch7_energy}；BPTT 梯度每单位时间增长 {ch7_growth}。"
                r"在统计量上微调：距离乘以 {ch7_kernel}（核微分）、{ch7_path}（路径--核）、"
                r"{ch7_truncated}（截断）、{ch7_clipped}（裁剪的 BPTT）。"},
-        {"en": "A 995-weight neural map fitted one step at a time forecasts well ({ch7_valid} "
-               "Lyapunov times) but its climate is off. BPTT explodes at about its exponent "
+        {"en": "A 995-weight neural map fitted one step at a time forecasts for {ch7_valid} "
+               "Lyapunov times, and its climate is off. BPTT explodes at about its exponent "
                "({ch7_lambda}). Kernel differentiation and the hybrid repair the climate, but no "
                "better than truncated BPTT; clipped BPTT does not help at all.",
-         "zh": "逐步拟合得到的 995 个权重的神经映射短期预报良好（{ch7_valid} 个李雅普诺夫时间），"
-               "但长期统计有偏。BPTT 大约以其指数（{ch7_lambda}）爆炸。核微分和混合方法能修复长期统计，"
+         "zh": "逐步拟合得到的 995 个权重的神经映射可预报 {ch7_valid} 个李雅普诺夫时间，"
+               "长期统计有偏。BPTT 大约以其指数（{ch7_lambda}）爆炸。核微分和混合方法能修复长期统计，"
                "但并不优于截断 BPTT；裁剪的 BPTT 完全无效。"},
         subtitle=chapter(7, "learning a chaotic system", "学习混沌系统"),
         chart="fine-tuning",
@@ -393,21 +395,23 @@ SLIDES: list[Slide] = [
     Slide(
         {"en": "Limitations", "zh": "局限"},
         {"en": items(
-            r"Adjoint shadowing misses the tanh networks' derivative at every width we tried (16--128);"
-            r" adding the unstable part does not rescue it: median error $10^{{full_tanh}}$.",
+            r"Adjoint shadowing misses the tanh networks' derivative: one orbit's median error is a"
+            r" factor $10^{{nilsas_1000}}$ at width 32 and grows with the run length; adding the"
+            r" unstable part does not rescue it ($10^{{full_tanh}}$).",
             r"Kernel differentiation needs noise and many paths; for one parameter finite"
             r" differences are cheaper.",
             r"The divergence method fails at folds (0 against {tent_fd} on the tent map).",
             r"On the learning task the new estimators are no better than truncated BPTT.",
-            r"Small systems only: widths up to 500, a 995-weight neural map; the full-MNIST run is"
-            r" not part of the checked book."),
+            r"Small systems only: widths up to 800, a 995-weight neural map; the full-MNIST run is"
+            r" a record, not part of the checked book."),
          "zh": items(
-            r"在我们尝试的所有宽度（16--128）上，伴随阴影都算不对 tanh 网络的导数；加上不稳定部分也无济于事："
-            r"误差中位数 $10^{{full_tanh}}$。",
+            r"伴随阴影算不对 tanh 网络的导数：宽度 32 时单条轨道误差的中位数为 $10^{{nilsas_1000}}$ 倍，"
+            r"且随运行长度增大；加上不稳定部分也无济于事（$10^{{full_tanh}}$）。",
             r"核微分需要噪声和大量路径；只有一个参数时有限差分更便宜。",
             r"散度方法在折叠处失效（帐篷映射上给出 0，而导数为 {tent_fd}）。",
             r"在学习任务上，新的估计方法并不优于截断 BPTT。",
-            r"只研究了小系统：宽度至多 500，995 个权重的神经映射；完整 MNIST 的运行不在经过检验的书中。")},
+            r"只研究了小系统：宽度至多 800，995 个权重的神经映射；完整 MNIST 的运行只是一次记录，"
+            r"不在经过检验的书中。")},
         {"en": "The negative results are measured with error bars; they are results, not failures "
                "of the software.",
          "zh": "这些负面结果都带误差棒测得；它们是结果，而不是软件的失败。"},
@@ -419,8 +423,8 @@ SLIDES: list[Slide] = [
             r" per layer where $\lambda_1 = {forward_rate}$.",
             r"For long-time averages, backpropagation, clipped or truncated, explodes or is biased;"
             r" finite differences measure the derivative ({truth_160}).",
-            r"Shadowing plus the unstable part computes it on hyperbolic systems ({full_lorenz} on"
-            r" Lorenz-63) but not on chaotic tanh networks.",
+            r"Shadowing plus the unstable part computes it on the hyperbolic test maps and on"
+            r" Lorenz-63 ({full_lorenz}), but not on chaotic tanh networks.",
             r"With noise, kernel differentiation computes it ({kernel_80} against {fd_80}); the"
             r" divergence method keeps its error bar as the noise vanishes.",
             r"Training the draft's network is a transient: a derivative through 1000 steps grows by"
@@ -428,7 +432,7 @@ SLIDES: list[Slide] = [
          "zh": items(
             r"梯度爆炸就是李雅普诺夫指数：在 $\lambda_1 = {forward_rate}$ 处，反向传播每层增长 {backprop_rate}。",
             r"对长时间平均，无论是否裁剪或截断，反向传播要么爆炸要么有偏；有限差分测得导数为 {truth_160}。",
-            r"阴影部分加不稳定部分能在双曲系统上算出导数（Lorenz-63 上为 {full_lorenz}），"
+            r"阴影部分加不稳定部分能在双曲测试映射和 Lorenz-63 上算出导数（{full_lorenz}），"
             r"但在混沌 tanh 网络上不能。",
             r"有噪声时核微分能算出导数（{kernel_80}，有限差分 {fd_80}）；噪声趋于零时散度方法的误差棒保持不变。",
             r"训练初稿中的网络是暂态过程：穿过 1000 步的导数只增长 $e^{{jvp_1000}}$ 倍。")},
