@@ -89,7 +89,9 @@ def test_full_mnist_tool_repeats_chapter_6s_run_on_given_files(tmp_path, monkeyp
     assert full_mnist.main([]) == 2
     assert "set CHAOSGRAD_MNIST" in capsys.readouterr().err
     write_mnist(tmp_path)
+    default = torch.get_default_dtype()
     assert full_mnist.main([str(tmp_path), "--steps", "1"]) == 0
+    assert torch.get_default_dtype() == default  # a caller's default dtype is left alone
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "6 training and 3 held-out digits, mean pixel 0.5009"
     assert lines[1].split() == ["loss", "training", "accuracy", "held-out", "accuracy", "sharpness", "S",

@@ -34,13 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         print("give the directory with the four MNIST IDX files, or set CHAOSGRAD_MNIST to it",
               file=sys.stderr)
         return 2
-    torch.set_default_dtype(torch.float64)
     start = time.perf_counter()
-    X, y, X_test, y_test = mnist(path=args.directory)
-    net, alpha = SigmoidMLP((784, 50, 10)), 0.1
-    run = train_full_batch(net, net.init(seed=0), X, y, alpha, args.steps, record_every=100,
-                           X_test=X_test, labels_test=y_test, with_sharpness=True,
-                           sharpness_tol=1e-2, progress=sys.stderr.isatty())
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # as in the chapter; restored for a caller
+    try:
+        X, y, X_test, y_test = mnist(path=args.directory)
+        net, alpha = SigmoidMLP((784, 50, 10)), 0.1
+        run = train_full_batch(net, net.init(seed=0), X, y, alpha, args.steps, record_every=100,
+                               X_test=X_test, labels_test=y_test, with_sharpness=True,
+                               sharpness_tol=1e-2, progress=sys.stderr.isatty())
+    finally:
+        torch.set_default_dtype(previous)
     table = pd.DataFrame({"loss": run.loss, "training accuracy": run.train_accuracy,
                           "held-out accuracy": run.test_accuracy,
                           "sharpness S": run.sharpness, "alpha S": alpha * run.sharpness},
