@@ -12,7 +12,9 @@ preamble) instead of Sphinx's ``\\sphinxincludegraphics``, which scales every fi
 text width (a three-panel figure's labels came out at half the size of a single panel's):
 every figure is set at one scale of its size as drawn (``\\chaosgradfigurescale``), so its
 text has one size throughout the book, and only a figure wider than the text at that scale
-is shrunk to the text width (the LaTeX log says which, and how far).
+is shrunk to the text width, or, where that would shrink it below 0.6 of its drawn size,
+turned a quarter with its caption and set along the page's height (the LaTeX log says
+which, and how far). The caption is the macro's second argument, so that it turns too.
 
 Usage: ``python tools/vector_figures.py [--draft] [--figures DIR] [TEX]``.
 """
@@ -46,11 +48,12 @@ def figures_in(tex: str) -> list[tuple[str, str]]:
 def use_vector_figures(tex: str, stem_path: dict[tuple[str, str], str] | None = None) -> str:
     """``tex`` with each named figure's PNG replaced by the file ``stem_path[(notebook, name)]``
     (a name relative to the ``.tex``, with its extension), or kept where ``stem_path`` is
-    ``None``, and included at the book's one figure scale by ``\\chaosgradfigure``."""
+    ``None``, and included with its caption at the book's one figure scale by
+    ``\\chaosgradfigure``."""
     def replace(m: re.Match) -> str:
         path = f"{m['image']}.png" if stem_path is None else stem_path[m["notebook"], m["name"]]
         stem, ext = path.rsplit(".", 1)
-        return r"\chaosgradfigure{{" + stem + "}." + ext + "}" + m["between"]
+        return r"\chaosgradfigure{{" + stem + "}." + ext + "}{" + m["between"] + "}"
 
     return FIGURE.sub(replace, tex)
 
