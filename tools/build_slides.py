@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import slide_charts  # noqa: E402
 from defence_deck import SLIDES, Slide  # noqa: E402
-from slide_charts import stored_text  # noqa: E402,F401  (also used by the tests)
+from slide_charts import stored_text  # noqa: E402
 
 #: ``{name}`` in a slide's text: a lower-case name in braces that do not follow a letter, a
 #: brace, ``^`` or ``_`` (so not a LaTeX group like ``\\begin{itemize}{ll}`` or ``^{T}``)

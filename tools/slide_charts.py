@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -140,10 +139,9 @@ def smallest_projected_points(fig: Figure, placed_width_in: float) -> float:
 # ---------------------------------------------------------------- the charts
 
 
-def _figure(ncols: int = 1) -> tuple[Figure, object]:
-    with plt.rc_context(SLIDE_STYLE):
-        fig, ax = plt.subplots(1, ncols, figsize=CHART_SIZE, layout="constrained")
-    return fig, ax
+def _figure() -> tuple[Figure, object]:
+    """One axes at the chart's slide size (the style is set by :func:`draw`)."""
+    return plt.subplots(figsize=CHART_SIZE, layout="constrained")
 
 
 def _legend_outside(ax) -> None:
@@ -163,13 +161,12 @@ def critical_line() -> Figure:
             if re.fullmatch(r"[\d.]+", k)}
     sb = np.array(sorted(rows))
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        ax.plot(sb, [float(rows[s][1]) for s in sb], "--", color="0.4", label="mean field")
-        ax.plot(sb, [float(rows[s][2]) for s in sb], ":", color="C1", label="+ width correction")
-        _errorbar(ax, sb, [rows[s][0] for s in sb], fmt="o", color="C0", label="measured, width 500")
-        ax.set_xlabel(r"bias variance $\sigma_b^2$")
-        ax.set_ylabel(r"critical $\sigma_w^2$")
-        _legend_outside(ax)
+    ax.plot(sb, [float(rows[s][1]) for s in sb], "--", color="0.4", label="mean field")
+    ax.plot(sb, [float(rows[s][2]) for s in sb], ":", color="C1", label="+ width correction")
+    _errorbar(ax, sb, [rows[s][0] for s in sb], fmt="o", color="C0", label="measured, width 500")
+    ax.set_xlabel(r"bias variance $\sigma_b^2$")
+    ax.set_ylabel(r"critical $\sigma_w^2$")
+    _legend_outside(ax)
     return fig
 
 
@@ -179,14 +176,13 @@ def adjoint_rates() -> Figure:
             if re.fullmatch(r"[\d.]+", k)}
     sw = np.array(sorted(rows))
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        ax.axhline(0, color="0.6", lw=1)
-        ax.plot(sw, [float(rows[s][2]) for s in sw], "--", color="0.4", label=r"mean field $\frac{1}{2}\ln\chi_1$")
-        _errorbar(ax, sw - 0.04, [rows[s][1] for s in sw], fmt="s", color="C1", label=r"forward $\lambda_1$")
-        _errorbar(ax, sw + 0.04, [rows[s][0] for s in sw], fmt="o", color="C0", label="backpropagation")
-        ax.set_xlabel(r"weight variance $\sigma_w^2$ (width 256)")
-        ax.set_ylabel("rate per layer")
-        _legend_outside(ax)
+    ax.axhline(0, color="0.6", lw=1)
+    ax.plot(sw, [float(rows[s][2]) for s in sw], "--", color="0.4", label=r"mean field $\frac{1}{2}\ln\chi_1$")
+    _errorbar(ax, sw - 0.04, [rows[s][1] for s in sw], fmt="s", color="C1", label=r"forward $\lambda_1$")
+    _errorbar(ax, sw + 0.04, [rows[s][0] for s in sw], fmt="o", color="C0", label="backpropagation")
+    ax.set_xlabel(r"weight variance $\sigma_w^2$ (width 256)")
+    ax.set_ylabel("rate per layer")
+    _legend_outside(ax)
     return fig
 
 
@@ -196,13 +192,12 @@ def per_orbit_growth() -> Figure:
     T = np.array(sorted(rows))
     truth = estimate(re.search(r"= (\S+ ± \S+)", stored_text("ch03_backprop_failure", "56b89717")).group(1))[0]
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        for j, (name, color) in enumerate([("10%", "C2"), ("median", "C0"), ("90%", "C3")]):
-            _errorbar(ax, T, [rows[t][j] for t in T], fmt="o-", color=color, label=name)
-        ax.axhline(np.log(truth), color="k", ls="--", lw=1.2, label="the derivative")
-        ax.set_xlabel("run length T (steps)")
-        ax.set_ylabel(r"$\ln|dJ_T/d\sigma_w|$")
-        _legend_outside(ax)
+    for j, (name, color) in enumerate([("10%", "C2"), ("median", "C0"), ("90%", "C3")]):
+        _errorbar(ax, T, [rows[t][j] for t in T], fmt="o-", color=color, label=name)
+    ax.axhline(np.log(truth), color="k", ls="--", lw=1.2, label="the derivative")
+    ax.set_xlabel("run length T (steps)")
+    ax.set_ylabel(r"$\ln|dJ_T/d\sigma_w|$")
+    _legend_outside(ax)
     return fig
 
 
@@ -212,14 +207,13 @@ def truncation_bias() -> Figure:
     ks = [int(k.rsplit("= ", 1)[1]) for k in rows if k.startswith("sliding-window truncation / K = ")]
     bias = [rows[f"sliding-window truncation / K = {k}"][-1] for k in ks]
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        ax.axhline(0, color="k", lw=1)
-        _errorbar(ax, ks, bias, fmt="o-", color="C0", label="sliding-window truncation")
-        clipped = rows["adjoint clipped per step / c = 0.01"][-1]
-        ax.axhline(estimate(clipped)[0], color="C3", ls="--", label="adjoint clipped per step, c = 0.01")
-        ax.set_xlabel("window K (steps)")
-        ax.set_ylabel(r"bias of $dJ/d\sigma_w$")
-        _legend_outside(ax)
+    ax.axhline(0, color="k", lw=1)
+    _errorbar(ax, ks, bias, fmt="o-", color="C0", label="sliding-window truncation")
+    clipped = rows["adjoint clipped per step / c = 0.01"][-1]
+    ax.axhline(estimate(clipped)[0], color="C3", ls="--", label="adjoint clipped per step, c = 0.01")
+    ax.set_xlabel("window K (steps)")
+    ax.set_ylabel(r"bias of $dJ/d\sigma_w$")
+    _legend_outside(ax)
     return fig
 
 
@@ -230,14 +224,13 @@ def remedies() -> Figure:
              "tanh, N(0,1) + L2 1e-3", "tanh, N(0,1) + BatchNorm", "tanh, Xavier"]
     short = ["sigmoid (draft)", "tanh N(0,1)", "+ clipping", "+ L2", "+ BatchNorm", "tanh Xavier"]
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        v = np.array([estimate(rows[n][3]) for n in names])
-        y = np.arange(len(names))[::-1]
-        ax.barh(y, v[:, 0], xerr=v[:, 1], color=["0.6", "C3", "C3", "C3", "C1", "C2"], capsize=3)
-        ax.axvline(0.25, color="k", ls="--", lw=1)
-        ax.set_yticks(y, short)
-        ax.set_xlabel("test accuracy (dashed: chance, 4 classes)")
-        ax.grid(axis="y", visible=False)
+    v = np.array([estimate(rows[n][3]) for n in names])
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, v[:, 0], xerr=v[:, 1], color=["0.6", "C3", "C3", "C3", "C1", "C2"], capsize=3)
+    ax.axvline(0.25, color="k", ls="--", lw=1)
+    ax.set_yticks(y, short)
+    ax.set_xlabel("test accuracy (dashed: chance, 4 classes)")
+    ax.grid(axis="y", visible=False)
     return fig
 
 
@@ -245,16 +238,15 @@ def nilsas_error() -> Figure:
     """Chapter 4: adjoint shadowing's error on tanh networks grows with the run length."""
     rows = table_rows("ch04_adjoint_shadowing", "78e98f63", levels=2)
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        ax.axhline(0, color="k", lw=1)
-        for j, n in enumerate(("32", "64", "128")):
-            pts = sorted((int(k.split(" / ")[1]), v[2]) for k, v in rows.items() if k.startswith(f"{n} / "))
-            T = np.array([t for t, _ in pts], dtype=float)
-            _errorbar(ax, T * (1 + 0.04 * (j - 1)), [e for _, e in pts], fmt="o-", color=f"C{j}", label=f"width {n}")
-        ax.set_xscale("log")
-        ax.set_xlabel("run length T (steps)")
-        ax.set_ylabel(r"$\log_{10}|$NILSAS/FD$ - 1|$")
-        _legend_outside(ax)
+    ax.axhline(0, color="k", lw=1)
+    for j, n in enumerate(("32", "64", "128")):
+        pts = sorted((int(k.split(" / ")[1]), v[2]) for k, v in rows.items() if k.startswith(f"{n} / "))
+        T = np.array([t for t, _ in pts], dtype=float)
+        _errorbar(ax, T * (1 + 0.04 * (j - 1)), [e for _, e in pts], fmt="o-", color=f"C{j}", label=f"width {n}")
+    ax.set_xscale("log")
+    ax.set_xlabel("run length T (steps)")
+    ax.set_ylabel(r"$\log_{10}|$NILSAS/FD$ - 1|$")
+    _legend_outside(ax)
     return fig
 
 
@@ -268,23 +260,22 @@ def whole_response() -> Figure:
     cat_s = estimate(re.search(r"(\S+ ± \S+)", row("ch04_adjoint_shadowing", "21dab161",
                                                   "cat map: shadowing contribution (N -> infinity)")[0]).group(1))
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        x = np.arange(3)
-        ref = [(0.0, 0.0), g0[1], g1[1]]
-        full = [cat, g0[0], g1[0]]
-        alone = [cat_s, None, g1s]
-        ax.errorbar(x - 0.15, [r[0] for r in ref], yerr=[r[1] for r in ref], fmt="k_", ms=16, capsize=3,
-                    label="exact / finite differences")
-        ax.errorbar(x, [f[0] for f in full], yerr=[f[1] for f in full], fmt="o", color="C0", capsize=3,
-                    label="S + U")
-        xs = [i for i, a in enumerate(alone) if a]
-        ax.errorbar(x[xs] + 0.15, [alone[i][0] for i in xs], yerr=[alone[i][1] for i in xs], fmt="x",
-                    color="C3", capsize=3, label="S alone (shadowing)")
-        ax.axhline(0, color="0.6", lw=1)
-        ax.set_xticks(x, ["cat map", "solenoid\n" + r"$\gamma_0$", "solenoid\n" + r"$\gamma_1$"])
-        ax.set_ylabel("derivative")
-        ax.set_xlim(-0.5, 2.5)
-        _legend_outside(ax)
+    x = np.arange(3)
+    ref = [(0.0, 0.0), g0[1], g1[1]]
+    full = [cat, g0[0], g1[0]]
+    alone = [cat_s, None, g1s]
+    ax.errorbar(x - 0.15, [r[0] for r in ref], yerr=[r[1] for r in ref], fmt="k_", ms=16, capsize=3,
+                label="exact / finite differences")
+    ax.errorbar(x, [f[0] for f in full], yerr=[f[1] for f in full], fmt="o", color="C0", capsize=3,
+                label="S + U")
+    xs = [i for i, a in enumerate(alone) if a]
+    ax.errorbar(x[xs] + 0.15, [alone[i][0] for i in xs], yerr=[alone[i][1] for i in xs], fmt="x",
+                color="C3", capsize=3, label="S alone (shadowing)")
+    ax.axhline(0, color="0.6", lw=1)
+    ax.set_xticks(x, ["cat map", "solenoid\n" + r"$\gamma_0$", "solenoid\n" + r"$\gamma_1$"])
+    ax.set_ylabel("derivative")
+    ax.set_xlim(-0.5, 2.5)
+    _legend_outside(ax)
     return fig
 
 
@@ -294,16 +285,15 @@ def divergence_scan() -> Figure:
             if re.fullmatch(r"[\d.]+", k)}
     s = np.array(sorted(rows))
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        fd = np.array([estimate(rows[x][4]) for x in s])
-        ax.fill_between(s, fd[:, 0] - 2 * fd[:, 1], fd[:, 0] + 2 * fd[:, 1], color="0.85",
-                        label=r"finite differences $\pm 2$ s.e.")
-        _errorbar(ax, s * 0.94, [rows[x][1] for x in s], fmt="s", color="C1", label="kernel")
-        _errorbar(ax, s * 1.06, [rows[x][0] for x in s], fmt="o", color="C0", label="divergence")
-        ax.set_xscale("log")
-        ax.set_xlabel(r"noise $\sigma$")
-        ax.set_ylabel(r"$dJ/d\varepsilon$ (circle map)")
-        _legend_outside(ax)
+    fd = np.array([estimate(rows[x][4]) for x in s])
+    ax.fill_between(s, fd[:, 0] - 2 * fd[:, 1], fd[:, 0] + 2 * fd[:, 1], color="0.85",
+                    label=r"finite differences $\pm 2$ s.e.")
+    _errorbar(ax, s * 0.94, [rows[x][1] for x in s], fmt="s", color="C1", label="kernel")
+    _errorbar(ax, s * 1.06, [rows[x][0] for x in s], fmt="o", color="C0", label="divergence")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"noise $\sigma$")
+    ax.set_ylabel(r"$dJ/d\varepsilon$ (circle map)")
+    _legend_outside(ax)
     return fig
 
 
@@ -313,11 +303,10 @@ def training_spectrum() -> Figure:
     values = [float(v) for v in line.split(" / ")]
     steps = [0, 400, 700, 1000]
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        ax.plot(steps, values, "o-", color="C0")
-        ax.axhline(0, color="k", lw=1)
-        ax.set_xlabel(r"training step (gradient descent, $\alpha = 0.1$)")
-        ax.set_ylabel("smallest Hessian\n" + r"eigenvalue $\lambda_{\min}$")
+    ax.plot(steps, values, "o-", color="C0")
+    ax.axhline(0, color="k", lw=1)
+    ax.set_xlabel(r"training step (gradient descent, $\alpha = 0.1$)")
+    ax.set_ylabel("smallest Hessian\n" + r"eigenvalue $\lambda_{\min}$")
     return fig
 
 
@@ -329,41 +318,36 @@ def fine_tuning() -> Figure:
               ("energy after / before, kernel, noise 0.5", "kernel"),
               ("energy after / before, path-kernel, noise 0.5, alpha = 0.5", "path-kernel")]
     fig, ax = _figure()
-    with plt.rc_context(SLIDE_STYLE):
-        v = np.array([estimate(row(*cell, k)[0]) for k, _ in labels])
-        y = np.arange(len(labels))[::-1]
-        ax.barh(y, v[:, 0], xerr=v[:, 1], color=["C3", "C2", "C0", "C0"], capsize=3)
-        ax.axvline(1, color="k", ls="--", lw=1)
-        ax.set_yticks(y, [s for _, s in labels])
-        ax.set_xlabel("energy distance after / before fine-tuning")
-        ax.grid(axis="y", visible=False)
+    v = np.array([estimate(row(*cell, k)[0]) for k, _ in labels])
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, v[:, 0], xerr=v[:, 1], color=["C3", "C2", "C0", "C0"], capsize=3)
+    ax.axvline(1, color="k", ls="--", lw=1)
+    ax.set_yticks(y, [s for _, s in labels])
+    ax.set_xlabel("energy distance after / before fine-tuning")
+    ax.grid(axis="y", visible=False)
     return fig
 
 
-@dataclass(frozen=True)
-class Chart:
-    draw: object  # () -> Figure
-    notebook: str  # where its numbers are stored
-
-
-#: Every chart of the deck, by the name a slide uses.
-CHARTS: dict[str, Chart] = {
-    "critical-line": Chart(critical_line, "ch01_lyapunov_spectrum"),
-    "adjoint-rates": Chart(adjoint_rates, "ch02_adjoint_duality"),
-    "per-orbit-growth": Chart(per_orbit_growth, "ch03_backprop_failure"),
-    "truncation-bias": Chart(truncation_bias, "ch03_backprop_failure"),
-    "remedies": Chart(remedies, "ch03_backprop_failure"),
-    "nilsas-error": Chart(nilsas_error, "ch04_adjoint_shadowing"),
-    "whole-response": Chart(whole_response, "ch04_adjoint_shadowing"),
-    "divergence-scan": Chart(divergence_scan, "ch05_kernel_differentiation"),
-    "training-spectrum": Chart(training_spectrum, "ch06_training_dynamics"),
-    "fine-tuning": Chart(fine_tuning, "ch07_learning_chaos"),
+#: Every chart of the deck, by the name a slide uses: a function drawing it (in
+#: :data:`SLIDE_STYLE`, which :func:`draw` sets) from the stored outputs.
+CHARTS: dict[str, object] = {
+    "critical-line": critical_line,
+    "adjoint-rates": adjoint_rates,
+    "per-orbit-growth": per_orbit_growth,
+    "truncation-bias": truncation_bias,
+    "remedies": remedies,
+    "nilsas-error": nilsas_error,
+    "whole-response": whole_response,
+    "divergence-scan": divergence_scan,
+    "training-spectrum": training_spectrum,
+    "fine-tuning": fine_tuning,
 }
 
 
 def draw(name: str) -> Figure:
     """The chart ``name`` (:data:`CHARTS`), checked: a sentence per problem raises."""
-    fig = CHARTS[name].draw()
+    with plt.rc_context(SLIDE_STYLE):
+        fig = CHARTS[name]()
     problems = figure_problems(fig) + font_problems(fig, CHART_SIZE[0])
     if problems:
         plt.close(fig)
@@ -375,6 +359,7 @@ def save(name: str, out: Path) -> Path:
     """Draw ``name`` and save it as ``out/<name>.pdf`` at its slide size (no creation date)."""
     fig = draw(name)
     path = out / f"chart-{name}.pdf"
-    fig.savefig(path, metadata={"CreationDate": None})
+    with plt.rc_context(SLIDE_STYLE):
+        fig.savefig(path, metadata={"CreationDate": None})
     plt.close(fig)
     return path
