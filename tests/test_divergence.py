@@ -83,6 +83,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="needs noise in every direction"):
         divergence_derivative(Noisy(Henon(), 0.1, direction=torch.tensor([1.0, 0.0])),
                               torch.full((4, 2), 0.1, dtype=torch.float64), 5, lambda x: x[..., 0], "a")
+    with pytest.raises(TypeError, match="divergence_derivative needs an observable written with torch"):
+        divergence_derivative(noisy, x0, 5, lambda x: float(x[0, 0]), "eps")
     with pytest.raises(ValueError, match=r"initial_score must return the shape of x0, \(10, 1\); got \(10,\)"):
         divergence_derivative(noisy, x0, 5, cos2pi, "eps", initial_score=lambda x: x[..., 0])
     with pytest.raises(ValueError, match="Jacobian of Logistic is singular at step 1"):

@@ -226,7 +226,7 @@ def divergence_derivative(
             draws.append(xi)
             x = check_finite(noisy.map.step(x, n) + sigma * xi, "state", step=n + 1)
             if average or window is not None or n + 1 == total:
-                values.append(_observe(observable, x, n + 1))
+                values.append(_observe(observable, x, n + 1, "divergence_derivative"))
         scores, xs, noise = [], torch.stack(states), torch.stack(draws)
         chunk = _deferred_steps(noisy.map, xs[0])
         parts = [_per_step(noisy, xs[i:i + chunk], parameter, i) for i in range(0, total, chunk)]

@@ -74,8 +74,8 @@ def _check(noisy: Noisy, x0: Tensor, T: int, parameter: str | Sequence[str] | No
     return x
 
 
-def _observe(observable: Observable, x: Tensor, step: int) -> Tensor:
-    value = evaluate_observable(observable, x, "kernel differentiation")
+def _observe(observable: Observable, x: Tensor, step: int, estimator: str = "kernel differentiation") -> Tensor:
+    value = evaluate_observable(observable, x, estimator)
     if value.shape != x.shape[:-1]:
         raise ValueError(f"observable must map states of shape (..., dim) to values of shape (...); "
                          f"for states {tuple(x.shape)} it returned {tuple(value.shape)}")
