@@ -19,7 +19,6 @@ import pytest
 from book_config import build_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import build_slides  # noqa: E402
 import export_figures  # noqa: E402
 import vector_figures  # noqa: E402
 
@@ -49,7 +48,7 @@ def pdf(tmp_path_factory) -> Path:
     figures = out / "figures"
     figures.mkdir()
     for notebook, name in vector_figures.figures_in((latex / "chaosgrad-book.tex").read_text(encoding="utf-8")):
-        png = build_slides.stored_png(ROOT / "book" / f"{notebook}.ipynb", name)
+        png = export_figures.stored_png(ROOT / "book" / f"{notebook}.ipynb", name)
         stand_in_pdf(png, figures / f"{export_figures.file_stem(ROOT / 'book' / f'{notebook}.ipynb', name)}.pdf")
     assert vector_figures.main([str(latex / "chaosgrad-book.tex"), "--figures", str(figures)]) == 0
     run = subprocess.run(["make", "-C", str(latex), "all-pdf"], capture_output=True, text=True)

@@ -17,7 +17,6 @@ Usage: ``python tools/build_slides.py [--lang en|zh] [--date TEXT] [--out DIR]``
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import re
 import shutil
@@ -131,17 +130,6 @@ def read_numbers(book: Path = ROOT / "book") -> dict[str, str]:
                               f"{spec.notebook}.ipynb (pattern {spec.pattern!r}); output begins:\n{text[:300]}")
         values[name] = match.group(1)
     return values
-
-
-def stored_png(notebook: Path, figure: str) -> bytes:
-    """The PNG that ``notebook`` stores for the cell whose figure name is ``figure``."""
-    nb = json.loads(notebook.read_text(encoding="utf-8"))
-    for c in nb["cells"]:
-        if c.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("name") == figure:
-            for o in c.get("outputs", []):
-                if "image/png" in o.get("data", {}):
-                    return base64.b64decode(o["data"]["image/png"])
-    raise LookupError(f"{notebook.name} stores no PNG for the figure {figure!r}")
 
 
 def latex_number(value: str) -> str:

@@ -22,6 +22,7 @@ notebook in ``book/``, into ``_build/figures``).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import io
 import json
@@ -47,6 +48,19 @@ def file_stem(notebook: Path, name: str) -> str:
     chapter = chapter_of(notebook)
     short = name.removeprefix("fig-").removeprefix(f"{chapter}-")
     return f"{chapter}-{short}"
+
+
+def stored_png(notebook: Path, figure: str) -> bytes:
+    """The PNG that ``notebook`` stores for the cell whose figure name is ``figure`` (the
+    figure as the HTML book shows it: tests/test_pdf.py builds the PDF with these in place of
+    the vector figures, so that it need not re-execute the notebooks)."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    for c in nb["cells"]:
+        if c.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("name") == figure:
+            for o in c.get("outputs", []):
+                if "image/png" in o.get("data", {}):
+                    return base64.b64decode(o["data"]["image/png"])
+    raise LookupError(f"{notebook.name} stores no PNG for the figure {figure!r}")
 
 
 def needs_export(notebook: Path, files: list[Path]) -> bool:
