@@ -52,7 +52,7 @@ slides: $(STAMP)
 ## test: unit tests, doctests, nbval over every notebook (twice: this CPU, another CPU's kernels), guards, strict book build
 ## (the two passes run side by side: most of a notebook's time is single-threaded Python; idle
 ## OpenMP threads sleep instead of spinning, so that neither pass eats the other's core)
-## (this machine's speed is printed before and after, beside the passes' times: benchmarks/machine_speed.py)
+## (this machine's speed, on one thread and on all, is printed before and after: benchmarks/machine_speed.py)
 test: $(STAMP)
 	@$(BIN)/python benchmarks/machine_speed.py before the tests
 	OMP_WAIT_POLICY=PASSIVE $(MAKE) --no-print-directory -j2 --output-sync=target native crosscheck
