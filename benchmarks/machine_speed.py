@@ -9,7 +9,9 @@ than one (46 ms against 18 ms). A best-of-n timing misses such a state (it picks
 runs), so this takes the mean over a second. Printed beside the passes' times, it tells a
 slow run on a slow machine from a run that does more work.
 
-Usage: ``python benchmarks/machine_speed.py [WHEN]``.
+Usage: ``python benchmarks/machine_speed.py [WHEN]``, in a process of its own, as ``make
+test`` runs it: switching torch's thread count to 1 and back inside a pytest process made a
+later test (tests/test_own_map.py) loop on an MKL error in LAPACK's row interchanges (DLASWP).
 """
 
 from __future__ import annotations
