@@ -341,11 +341,11 @@ SLIDES: list[Slide] = [
          "zh": "训练是暂态过程，而不是平稳的混沌映射"},
         {"en": r"784-50-10 network ({parameters} weights), gradient descent: sharpness {sharpness_0} at"
                r" the start; $\alpha = 4$ hovers at the edge of stability (steps {hover}). At"
-               r" $\alpha = 0.1$ the smallest Hessian eigenvalue goes from {lmin_0} to {lmin_1000};"
-               r" a derivative through 1000 steps grows only by $e^{{jvp_1000}}$.",
+               r" $\alpha = 0.1$ the smallest Hessian eigenvalue goes from {lmin_0} to {lmin_600};"
+               r" a derivative through 600 steps grows only by $e^{{jvp_600}}$.",
          "zh": r"784-50-10 网络（{parameters} 个权重），梯度下降：初始锐度 {sharpness_0}；"
                r"$\alpha = 4$ 时在稳定性边缘徘徊（第 {hover} 步）。$\alpha = 0.1$ 时海森矩阵的最小特征值"
-               r"从 {lmin_0} 变为 {lmin_1000}；穿过 1000 步的导数只增长 $e^{{jvp_1000}}$ 倍。"},
+               r"从 {lmin_0} 变为 {lmin_600}；穿过 600 步的导数只增长 $e^{{jvp_600}}$ 倍。"},
         {"en": "The draft's network is not chaotic in training: the negative end of the spectrum "
                "fades (its 10-step finite-time exponent is {negative_end} per step at the start), "
                "and derivatives through training stay moderate.",
@@ -427,15 +427,15 @@ SLIDES: list[Slide] = [
             r" Lorenz-63 ({full_lorenz}), but not on chaotic tanh networks.",
             r"With noise, kernel differentiation computes it ({kernel_80} against {fd_80}); the"
             r" divergence method keeps its error bar as the noise vanishes.",
-            r"Training the draft's network is a transient: a derivative through 1000 steps grows by"
-            r" only $e^{{jvp_1000}}$."),
+            r"Training the draft's network is a transient: a derivative through 600 steps grows by"
+            r" only $e^{{jvp_600}}$."),
          "zh": items(
             r"梯度爆炸就是李雅普诺夫指数：在 $\lambda_1 = {forward_rate}$ 处，反向传播每层增长 {backprop_rate}。",
             r"对长时间平均，无论是否裁剪或截断，反向传播要么爆炸要么有偏；有限差分测得导数为 {truth_160}。",
             r"阴影部分加不稳定部分能在双曲测试映射和 Lorenz-63 上算出导数（{full_lorenz}），"
             r"但在混沌 tanh 网络上不能。",
             r"有噪声时核微分能算出导数（{kernel_80}，有限差分 {fd_80}）；噪声趋于零时散度方法的误差棒保持不变。",
-            r"训练初稿中的网络是暂态过程：穿过 1000 步的导数只增长 $e^{{jvp_1000}}$ 倍。")},
+            r"训练初稿中的网络是暂态过程：穿过 600 步的导数只增长 $e^{{jvp_600}}$ 倍。")},
         {"en": "Five sentences, each with the number that supports it.",
          "zh": "五句话，每句都附有支持它的数字。"},
     ),
