@@ -299,9 +299,9 @@ def divergence_scan() -> Figure:
 
 def training_spectrum() -> Figure:
     """Chapter 6: the negative end of training's Jacobian spectrum fades."""
-    line = row("ch06_training_dynamics", "d48f9432", "alpha = 0.1: lambda_min at step 0 / 400 / 500 / 600")[0]
-    values = [float(v) for v in line.split(" / ")]
-    steps = [0, 400, 500, 600]
+    label = "alpha = 0.1: lambda_min at step 0 / 400 / 500 / 600"
+    values = [float(v) for v in row("ch06_training_dynamics", "d48f9432", label)[0].split(" / ")]
+    steps = [int(t) for t in label.split("at step ")[1].split(" / ")]  # the steps the row names
     fig, ax = _figure()
     ax.plot(steps, values, "o-", color="C0")
     ax.axhline(0, color="k", lw=1)
