@@ -151,3 +151,8 @@ def test_deck_compiles_offline_one_page_per_slide(tmp_path, lang):
     assert "Missing character" not in log
     assert not re.findall(r"Overfull \\[hv]box", log), re.findall(r"Overfull .*", log)
     assert not re.search(rb"/URI\s*\(https?:", pdf.read_bytes())  # offline: nothing points outside
+    # the maths' digits and letters are the text's sans serif: no serif roman face is embedded
+    fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
+    faces = {line.split()[0].split("+")[-1] for line in fonts.splitlines()[2:]}
+    assert "DejaVuSans" in faces
+    assert not [f for f in faces if f.startswith(("CMR", "DejaVuSerif", "LMRoman"))], faces

@@ -209,9 +209,13 @@ TITLE_NOTE = {
 }
 
 TEMPLATE = r"""\documentclass[aspectratio=169,11pt]{beamer}
-\usepackage{fontspec}
+% mathspec loads fontspec and sets the maths' digits, Latin and Greek letters and \mathrm in the
+% text font, so that "$\alpha = 4$" matches the sans-serif text around it (no Computer Modern Roman)
+\usepackage{mathspec}
 \setsansfont{DejaVu Sans}
-\setmainfont{DejaVu Serif}
+\setmainfont{DejaVu Sans}
+\setmathsfont(Digits,Latin,Greek){DejaVu Sans}
+\setmathrm{DejaVu Sans}
 \usepackage{xeCJK}
 \setCJKmainfont{Noto Sans CJK SC}
 \setCJKsansfont{Noto Sans CJK SC}
