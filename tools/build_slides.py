@@ -209,13 +209,11 @@ TITLE_NOTE = {
 }
 
 TEMPLATE = r"""\documentclass[aspectratio=169,11pt]{beamer}
-% mathspec loads fontspec and sets the maths' digits, Latin and Greek letters and \mathrm in the
-% text font, so that "$\alpha = 4$" matches the sans-serif text around it (no Computer Modern Roman)
+% mathspec loads fontspec; \setallmainfonts sets the text, the maths' digits, Latin and Greek
+% letters and \mathrm in one font, so that "$\alpha = 4$" matches the sans-serif text around it
 \usepackage{mathspec}
+\setallmainfonts(Digits,Latin,Greek){DejaVu Sans}
 \setsansfont{DejaVu Sans}
-\setmainfont{DejaVu Sans}
-\setmathsfont(Digits,Latin,Greek){DejaVu Sans}
-\setmathrm{DejaVu Sans}
 \usepackage{xeCJK}
 \setCJKmainfont{Noto Sans CJK SC}
 \setCJKsansfont{Noto Sans CJK SC}
